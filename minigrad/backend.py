@@ -1,0 +1,257 @@
+"""Devices, array modules and random numbers.
+
+This is the only module that imports CuPy. Everything else asks it for the
+array module (`xp`) that goes with an array or a device, so the same op code
+runs on NumPy (CPU) and CuPy (GPU).
+
+`import cupy` succeeds on machines without a GPU; the first device operation
+is what fails. So `gpu_available()` probes: it imports CuPy, asks whether a
+device is usable, and runs a tiny matmul and a random draw. The answer (and
+the reason when the answer is no) is cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+_gpu_probe: tuple[ModuleType | None, str | None] | None = None  # (cupy or None, why not)
+_gpu_override: ModuleType | None = None  # a CuPy stand-in installed by the tests
+_seed = 0
+_rngs: dict[str, Any] = {}
+
+
+# ----------------------------------------------------------------------------- GPU probe
+
+
+def _probe_cupy() -> tuple[ModuleType | None, str | None]:
+    try:
+        import cupy
+    except ImportError as exc:
+        return None, (
+            f"CuPy is not installed ({exc}). Install the GPU extra: "
+            "pip install -e '.[gpu]' (CUDA 13) or pip install cupy-cuda12x (CUDA 12)"
+        )
+    try:
+        if not cupy.is_available():
+            return None, "CuPy is installed but finds no usable CUDA device (no GPU, or no driver)"
+        a = cupy.arange(16, dtype=cupy.float32).reshape(4, 4)
+        r = cupy.random.default_rng(0).random(4, dtype=cupy.float32)
+        float((a @ a).sum() + r.sum())
+    except Exception as exc:  # any CUDA/driver failure means "no usable GPU"
+        return None, f"CuPy is installed but a test operation on the GPU failed: {type(exc).__name__}: {exc}"
+    return cupy, None
+
+
+def _gpu_module() -> ModuleType | None:
+    global _gpu_probe
+    if _gpu_override is not None:
+        return _gpu_override
+    if _gpu_probe is None:
+        _gpu_probe = _probe_cupy()
+    return _gpu_probe[0]
+
+
+def gpu_available() -> bool:
+    """True when a GPU array module is usable (CuPy with a working device, or a test stand-in)."""
+    return _gpu_module() is not None
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why `gpu_available()` is False, in words; None when a GPU is usable."""
+    if _gpu_module() is not None:
+        return None
+    assert _gpu_probe is not None
+    return _gpu_probe[1]
+
+
+@contextlib.contextmanager
+def use_gpu_module(module: ModuleType) -> Iterator[ModuleType]:
+    """Make `module` play CuPy's part (the tests' strict stand-in). Restores the previous one on exit."""
+    global _gpu_override
+    previous, _gpu_override = _gpu_override, module
+    try:
+        yield module
+    finally:
+        _gpu_override = previous
+        _rngs.pop("gpu", None)
+
+
+def _loaded_gpu_module() -> ModuleType | None:
+    """The GPU module if one is already in use, without probing (cheap; used on every op)."""
+    if _gpu_override is not None:
+        return _gpu_override
+    return _gpu_probe[0] if _gpu_probe is not None else None
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+class Device:
+    """A place where arrays live: `Device('cpu')`, `Device('gpu')`, `Device('cuda')`, `Device('cuda:1')`."""
+
+    __slots__ = ("index", "kind")
+
+    def __init__(self, spec: str | Device = "cpu") -> None:
+        if isinstance(spec, Device):
+            self.kind, self.index = spec.kind, spec.index
+            return
+        text = str(spec).strip().lower()
+        m = re.fullmatch(r"(cpu|gpu|cuda)(?::(\d+))?", text)
+        if m is None:
+            raise ValueError(f"unknown device {spec!r}: use 'cpu', 'gpu', 'cuda' or 'cuda:N'")
+        kind = "cpu" if m.group(1) == "cpu" else "gpu"
+        if kind == "cpu" and m.group(2) is not None:
+            raise ValueError(f"unknown device {spec!r}: the CPU has no index")
+        self.kind, self.index = kind, int(m.group(2) or 0)
+
+    @property
+    def xp(self) -> ModuleType:
+        """The array module for this device (NumPy or CuPy). Raises when the GPU is not usable."""
+        if self.kind == "cpu":
+            return np
+        module = _gpu_module()
+        if module is None:
+            raise RuntimeError(f"device {self} was asked for but no GPU is usable: {gpu_unavailable_reason()}")
+        return module
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"Device('{self}')"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            try:
+                other = Device(other)
+            except ValueError:
+                return False
+        return isinstance(other, Device) and (self.kind, self.index) == (other.kind, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.index))
+
+
+def is_gpu_array(array: Any) -> bool:
+    module = _loaded_gpu_module()
+    return module is not None and isinstance(array, module.ndarray)
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """NumPy, or the GPU module when any argument is a GPU array. Non-arrays are ignored."""
+    module = _loaded_gpu_module()
+    if module is not None:
+        for a in arrays:
+            if isinstance(a, module.ndarray):
+                return module
+    return np
+
+
+def device_of(array: Any) -> Device:
+    """The device an array lives on."""
+    if is_gpu_array(array):
+        dev = getattr(array, "device", None)
+        return Device(f"cuda:{getattr(dev, 'id', 0)}")
+    return Device("cpu")
+
+
+def to_device(array: Any, device: str | Device) -> Any:
+    """Copy `array` to `device` (no copy when it is already there)."""
+    device = Device(device)
+    if device.kind == "cpu":
+        if is_gpu_array(array):
+            return _loaded_gpu_module().asnumpy(array)
+        return np.asarray(array)
+    xp = device.xp
+    if isinstance(array, xp.ndarray) and device_of(array) == device:
+        return array
+    with _cuda_device(xp, device.index):
+        return xp.asarray(array)
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy copy (or view) of any array."""
+    return to_device(array, "cpu")
+
+
+def _cuda_device(xp: ModuleType, index: int) -> contextlib.AbstractContextManager:
+    cuda = getattr(xp, "cuda", None)
+    if cuda is None or not hasattr(cuda, "Device"):
+        return contextlib.nullcontext()
+    return cuda.Device(index)
+
+
+def synchronize(device: str | Device = "gpu") -> None:
+    """Wait for queued GPU work (so timings mean something). No-op on the CPU."""
+    device = Device(device)
+    if device.kind == "gpu":
+        xp = device.xp
+        cuda = getattr(xp, "cuda", None)
+        if cuda is not None and hasattr(cuda, "Device"):
+            cuda.Device(device.index).synchronize()
+
+
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """`target[index] += values` where repeated indices add up (NumPy's `add.at`), in place.
+
+    NumPy has `np.add.at`; CuPy has `cupyx.scatter_add` instead. Any other array
+    module (the tests' stand-in) gets a portable version built on `bincount`.
+    """
+    if isinstance(target, np.ndarray):
+        np.add.at(target, index, values)
+        return
+    module = get_array_module(target)
+    if _gpu_probe is not None and module is _gpu_probe[0]:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+        return
+    # Which flat positions does `index` select? Index an array of positions the same way.
+    positions = module.arange(target.size).reshape(target.shape)[index]
+    values = module.broadcast_to(values, positions.shape)
+    # bincount accumulates in float64; the sum is cast back explicitly to the target's dtype.
+    summed = module.bincount(positions.ravel(), weights=values.ravel(), minlength=target.size)
+    target += summed.reshape(target.shape).astype(target.dtype)
+
+
+# ----------------------------------------------------------------------------- random numbers
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every device's random source (weights init, dropout masks, data shuffling)."""
+    global _seed
+    _seed = int(seed)
+    _rngs.clear()
+
+
+def rng(device: str | Device = "cpu") -> Any:
+    """The seeded random Generator of a device (`numpy.random.Generator` or CuPy's).
+
+    CuPy's Generator has no `normal`, `permutation` or `choice`: use
+    `standard_normal(size, dtype=...)`, `random(size, dtype=...)`, and shuffle on the host.
+    """
+    device = Device(device)
+    key = device.kind
+    if key not in _rngs:
+        # Different streams per device, so a CPU and a GPU run are not secretly correlated.
+        _rngs[key] = device.xp.random.default_rng(_seed if key == "cpu" else _seed + 7919)
+    return _rngs[key]
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The CPU generator's state and the seed (enough to resume a CPU run exactly)."""
+    return {"seed": _seed, "cpu": rng("cpu").bit_generator.state}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `get_rng_state` returned. The GPU stream restarts from the seed."""
+    manual_seed(state["seed"])
+    rng("cpu").bit_generator.state = state["cpu"]

@@ -1,0 +1,218 @@
+"""Convolution and pooling: im2col + GEMM, overlapping max-pool, average pools.
+
+Layout is NCHW throughout. `im2col` turns every receptive field into a column:
+cols (N, C, KH, KW, OH, OW), viewed as (N, G, C/G*KH*KW, OH*OW), so a grouped
+convolution is one batched matrix product per image with no transposes, and its
+result (N, G, O/G, OH*OW) is already NCHW.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minigrad.backend import get_array_module
+from minigrad.kernels import col2im, im2col, max_pool2d_backward, max_pool2d_forward
+from minigrad.tensor import Array, Function, Tensor
+
+IntPair = int | tuple[int, int]
+
+# dW sums a per-image product over the batch; doing it a few images at a time bounds the temporary.
+_DW_CHUNK_BYTES = 64 << 20
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(pair) != 2 or min(pair) < 0:
+        raise ValueError(f"{name} must be an int or a pair of non-negative ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _output_size(name: str, size: tuple[int, int], kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, int]:
+    out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
+    if min(out) < 1:
+        raise ValueError(
+            f"{name}: input of spatial size {size} is too small for kernel {kernel} with padding {padding}"
+        )
+    return out  # type: ignore[return-value]
+
+
+def _check_nchw(name: str, x: Tensor) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects x of shape (N, C, H, W), got shape {x.shape}")
+
+
+class Conv2d(Function):
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
+        xp = get_array_module(x, w)
+        n = x.shape[0]
+        o, cg, kh, kw = w.shape
+        g = self.groups
+        cols = im2col(x, kh, kw, self.stride, self.padding)
+        oh, ow = cols.shape[-2:]
+        cols = cols.reshape(n, g, cg * kh * kw, oh * ow)
+        wmat = w.reshape(g, o // g, cg * kh * kw)
+        y = xp.matmul(wmat, cols).reshape(n, o, oh, ow)
+        if b is not None:
+            y += b.reshape(1, o, 1, 1)
+        self.cols, self.w, self.x_shape = cols, w, x.shape
+        return y
+
+    def backward(self, grad: Array) -> tuple[Array | None, ...]:
+        xp = get_array_module(grad)
+        need_x, need_w = self.needs_input_grad[:2]
+        w, cols = self.w, self.cols
+        o, cg, kh, kw = w.shape
+        n, g, k, l = cols.shape
+        gm = grad.reshape(n, g, o // g, l)
+
+        dw = None
+        if need_w:
+            dw = xp.zeros((g, o // g, k), dtype=grad.dtype)
+            chunk = max(1, _DW_CHUNK_BYTES // (g * (o // g) * k * grad.dtype.itemsize))
+            for s in range(0, n, chunk):
+                dw += xp.matmul(gm[s : s + chunk], cols[s : s + chunk].swapaxes(-1, -2)).sum(axis=0)
+            dw = dw.reshape(w.shape)
+
+        dx = None
+        if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
+            dcols = xp.matmul(w.reshape(g, o // g, k).swapaxes(-1, -2), gm)
+            c = cg * g
+            dcols = dcols.reshape(n, c, kh, kw, *grad.shape[-2:])
+            dx = col2im(dcols, self.x_shape, kh, kw, self.stride, self.padding)
+
+        if len(self.inputs) == 3:
+            db = grad.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+            return dx, dw, db
+        return dx, dw
+
+
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    groups: int = 1,
+) -> Tensor:
+    """2-D convolution (cross-correlation, as in every framework).
+
+    x: (N, C, H, W), weight: (O, C/groups, KH, KW), bias: (O,) -> (N, O, OH, OW)
+    with OH = (H + 2*pad - KH) // stride + 1. `groups` splits the channels into
+    independent halves (or more), as the paper's two-GPU AlexNet did for conv2, 4, 5.
+    """
+    _check_nchw("conv2d", x)
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expects weight of shape (O, C/groups, KH, KW), got shape {weight.shape}")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    if min(stride) < 1:
+        raise ValueError(f"conv2d: stride must be >= 1, got {stride}")
+    o, cg, kh, kw = weight.shape
+    c = x.shape[1]
+    if groups < 1 or c % groups or o % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both input channels ({c}) and output channels ({o})")
+    if cg * groups != c:
+        raise ValueError(
+            f"conv2d: weight {weight.shape} expects {cg * groups} input channels (C/groups={cg}, groups={groups}), "
+            f"but x {x.shape} has {c}"
+        )
+    if bias is not None and bias.shape != (o,):
+        raise ValueError(f"conv2d: bias must have shape ({o},), got {bias.shape}")
+    _output_size("conv2d", x.shape[2:], (kh, kw), stride, padding)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d.apply(*inputs, stride=stride, padding=padding, groups=groups)
+
+
+class MaxPool2d(Function):
+    def forward(self, x: Array) -> Array:
+        out, self.argmax = max_pool2d_forward(x, *self.kernel, self.stride, self.padding)
+        self.x_shape = x.shape
+        return out
+
+    def backward(self, grad: Array) -> Array:
+        return max_pool2d_backward(grad, self.argmax, self.x_shape, *self.kernel, self.stride, self.padding)
+
+
+def max_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> Tensor:
+    """Max over KHxKW windows. x: (N, C, H, W) -> (N, C, OH, OW).
+
+    Windows overlap when stride < kernel (the paper's 3x3 stride 2). Padding never wins.
+    The gradient of each window goes to exactly one input: the first maximum in
+    row-major window order (ties are broken towards the top-left).
+    """
+    _check_nchw("max_pool2d", x)
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding = _pair(padding, "padding")
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel {kernel}")
+    _output_size("max_pool2d", x.shape[2:], kernel, stride, padding)
+    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+class AvgPool2d(Function):
+    def forward(self, x: Array) -> Array:
+        cols = im2col(x, *self.kernel, self.stride, self.padding)
+        self.x_shape, self.cols_shape = x.shape, cols.shape
+        return cols.mean(axis=(2, 3))
+
+    def backward(self, grad: Array) -> Array:
+        xp = get_array_module(grad)
+        kh, kw = self.kernel
+        share = grad / grad.dtype.type(kh * kw)
+        dcols = xp.broadcast_to(share[:, :, None, None], self.cols_shape)
+        return col2im(xp.ascontiguousarray(dcols), self.x_shape, kh, kw, self.stride, self.padding)
+
+
+def avg_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> Tensor:
+    """Mean over KHxKW windows. x: (N, C, H, W) -> (N, C, OH, OW). Padded zeros count in the mean."""
+    _check_nchw("avg_pool2d", x)
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding = _pair(padding, "padding")
+    _output_size("avg_pool2d", x.shape[2:], kernel, stride, padding)
+    return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+def _adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    # Cell i covers [floor(i*size/out), ceil((i+1)*size/out)): cells may overlap by one when size % out != 0.
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+class AdaptiveAvgPool2d(Function):
+    def forward(self, x: Array) -> Array:
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        oh, ow = self.output_size
+        self.x_shape = x.shape
+        self.rows, self.cols = _adaptive_bounds(h, oh), _adaptive_bounds(w, ow)
+        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+        # A loop over the (few) output cells; each cell is a vectorized mean over N and C.
+        for i, (r0, r1) in enumerate(self.rows):
+            for j, (c0, c1) in enumerate(self.cols):
+                y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+        return y
+
+    def backward(self, grad: Array) -> Array:
+        xp = get_array_module(grad)
+        dx = xp.zeros(self.x_shape, dtype=grad.dtype)
+        for i, (r0, r1) in enumerate(self.rows):
+            for j, (c0, c1) in enumerate(self.cols):
+                share = grad[:, :, i, j] / grad.dtype.type((r1 - r0) * (c1 - c0))
+                dx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
+        return dx
+
+
+def adaptive_avg_pool2d(x: Tensor, output_size: IntPair) -> Tensor:
+    """Average pool to a fixed output size, whatever the input size. x: (N, C, H, W) -> (N, C, OH, OW)."""
+    _check_nchw("adaptive_avg_pool2d", x)
+    size = _pair(output_size, "output_size")
+    if min(size) < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {size}")
+    return AdaptiveAvgPool2d.apply(x, output_size=size)
+
+
+def conv_output_shape(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Any, padding: Any) -> tuple:
+    """(N, O, OH, OW) that conv2d gives for these shapes (handy for summaries)."""
+    kh, kw = weight_shape[2:]
+    oh, ow = _output_size("conv2d", tuple(x_shape[2:]), (kh, kw), _pair(stride, "stride"), _pair(padding, "padding"))
+    return (x_shape[0], weight_shape[0], oh, ow)
