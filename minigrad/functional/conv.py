@@ -1,9 +1,15 @@
 """Convolution and pooling: im2col + GEMM, overlapping max-pool, average pools.
 
 Layout is NCHW throughout. `im2col` turns every receptive field into a column:
-cols (N, C, KH, KW, OH, OW), viewed as (N, G, C/G*KH*KW, OH*OW), so a grouped
-convolution is one batched matrix product per image with no transposes, and its
-result (N, G, O/G, OH*OW) is already NCHW.
+cols (C, KH, KW, N, OH, OW), viewed per group as a (C/G*KH*KW, N*OH*OW) matrix.
+The whole batch is then ONE matrix product per group, forward and backward:
+
+    Y_g  = W_g @ cols_g          (O/G, K) @ (K, N*L)
+    dW_g = dY_g @ cols_g.T       (O/G, N*L) @ (N*L, K)
+    dcols_g = W_g.T @ dY_g       (K, O/G) @ (O/G, N*L)     then col2im
+
+Large 2-D GEMMs run near the BLAS peak; many small per-image ones do not. Only the
+output and its gradient (small next to cols) are transposed between (N, O, L) and (O, N, L).
 """
 
 from __future__ import annotations
@@ -15,9 +21,6 @@ from minigrad.kernels import col2im, im2col, max_pool2d_backward, max_pool2d_for
 from minigrad.tensor import Array, Function, Tensor
 
 IntPair = int | tuple[int, int]
-
-# dW sums a per-image product over the batch; doing it a few images at a time bounds the temporary.
-_DW_CHUNK_BYTES = 64 << 20
 
 
 def _pair(value: IntPair, name: str) -> tuple[int, int]:
@@ -49,9 +52,13 @@ class Conv2d(Function):
         g = self.groups
         cols = im2col(x, kh, kw, self.stride, self.padding)
         oh, ow = cols.shape[-2:]
-        cols = cols.reshape(n, g, cg * kh * kw, oh * ow)
+        cols = cols.reshape(g, cg * kh * kw, n * oh * ow)
         wmat = w.reshape(g, o // g, cg * kh * kw)
-        y = xp.matmul(wmat, cols).reshape(n, o, oh, ow)
+        y = xp.empty((g, o // g, n * oh * ow), dtype=x.dtype)
+        for gi in range(g):
+            xp.matmul(wmat[gi], cols[gi], out=y[gi])
+        # (G, O/G, N, L) -> (N, O, OH, OW): the one transpose, of the (small) output
+        y = xp.ascontiguousarray(y.reshape(o, n, oh * ow).transpose(1, 0, 2)).reshape(n, o, oh, ow)
         if b is not None:
             y += b.reshape(1, o, 1, 1)
         self.cols, self.w, self.x_shape = cols, w, x.shape
@@ -62,22 +69,25 @@ class Conv2d(Function):
         need_x, need_w = self.needs_input_grad[:2]
         w, cols = self.w, self.cols
         o, cg, kh, kw = w.shape
-        n, g, k, l = cols.shape
-        gm = grad.reshape(n, g, o // g, l)
+        g, k, nl = cols.shape
+        n = grad.shape[0]
+        # (N, O, OH, OW) -> (G, O/G, N*L), matching the columns' layout
+        gm = xp.ascontiguousarray(grad.reshape(n, o, -1).transpose(1, 0, 2)).reshape(g, o // g, nl)
+        wmat = w.reshape(g, o // g, k)
 
         dw = None
         if need_w:
-            dw = xp.zeros((g, o // g, k), dtype=grad.dtype)
-            chunk = max(1, _DW_CHUNK_BYTES // (g * (o // g) * k * grad.dtype.itemsize))
-            for s in range(0, n, chunk):
-                dw += xp.matmul(gm[s : s + chunk], cols[s : s + chunk].swapaxes(-1, -2)).sum(axis=0)
+            dw = xp.empty((g, o // g, k), dtype=grad.dtype)
+            for gi in range(g):
+                xp.matmul(gm[gi], cols[gi].T, out=dw[gi])
             dw = dw.reshape(w.shape)
 
         dx = None
         if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
-            dcols = xp.matmul(w.reshape(g, o // g, k).swapaxes(-1, -2), gm)
-            c = cg * g
-            dcols = dcols.reshape(n, c, kh, kw, *grad.shape[-2:])
+            dcols = xp.empty((g, k, nl), dtype=grad.dtype)
+            for gi in range(g):
+                xp.matmul(wmat[gi].T, gm[gi], out=dcols[gi])
+            dcols = dcols.reshape(cg * g, kh, kw, n, *grad.shape[-2:])
             dx = col2im(dcols, self.x_shape, kh, kw, self.stride, self.padding)
 
         if len(self.inputs) == 3:
@@ -151,15 +161,16 @@ def max_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, p
 
 class AvgPool2d(Function):
     def forward(self, x: Array) -> Array:
-        cols = im2col(x, *self.kernel, self.stride, self.padding)
+        xp = get_array_module(x)
+        cols = im2col(x, *self.kernel, self.stride, self.padding)  # (C, KH, KW, N, OH, OW)
         self.x_shape, self.cols_shape = x.shape, cols.shape
-        return cols.mean(axis=(2, 3))
+        return xp.ascontiguousarray(cols.mean(axis=(1, 2)).transpose(1, 0, 2, 3))
 
     def backward(self, grad: Array) -> Array:
         xp = get_array_module(grad)
         kh, kw = self.kernel
         share = grad / grad.dtype.type(kh * kw)
-        dcols = xp.broadcast_to(share[:, :, None, None], self.cols_shape)
+        dcols = xp.broadcast_to(share.transpose(1, 0, 2, 3)[:, None, None], self.cols_shape)
         return col2im(xp.ascontiguousarray(dcols), self.x_shape, kh, kw, self.stride, self.padding)
 
 

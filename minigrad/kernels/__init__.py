@@ -1,0 +1,38 @@
+"""Convolution and pooling kernels on raw arrays (no autograd: the ops in `minigrad.functional` call these).
+
+Every public kernel dispatches: NumPy float32/float64 input goes to a compiled Numba loop when Numba is
+usable, anything else (CuPy arrays, float16, no Numba) to an `xp`-generic version that runs on any backend.
+Both versions are exported too, so they can be compared.
+"""
+
+from ._numba import NumbaUnavailable, force_generic, numba_available
+from .im2col import col2im, col2im_generic, col2im_numba, im2col, im2col_generic, im2col_numba, output_size
+from .pooling import (
+    ARGMAX_DTYPE,
+    max_pool2d_backward,
+    max_pool2d_backward_generic,
+    max_pool2d_backward_numba,
+    max_pool2d_forward,
+    max_pool2d_forward_generic,
+    max_pool2d_forward_numba,
+)
+
+__all__ = [
+    "ARGMAX_DTYPE",
+    "NumbaUnavailable",
+    "col2im",
+    "col2im_generic",
+    "col2im_numba",
+    "force_generic",
+    "im2col",
+    "im2col_generic",
+    "im2col_numba",
+    "max_pool2d_backward",
+    "max_pool2d_backward_generic",
+    "max_pool2d_backward_numba",
+    "max_pool2d_forward",
+    "max_pool2d_forward_generic",
+    "max_pool2d_forward_numba",
+    "numba_available",
+    "output_size",
+]

@@ -1,0 +1,213 @@
+"""im2col and col2im: turn a convolution into one big matrix product, and back.
+
+`im2col` copies every kernel-sized window of the (zero-padded) input into columns:
+
+    cols[c, i, j, n, oh, ow] = xpad[n, c, oh*sh + i, ow*sw + j]        shape (C, KH, KW, N, OH, OW)
+
+so that the weights `(F, C*KH*KW)` times `cols.reshape(C*KH*KW, N*OH*OW)` is the whole batch's convolution
+in ONE matrix product. The batch sits inside the columns on purpose: one large GEMM runs near the BLAS
+peak, while N small per-image GEMMs (or a transposed operand in a stacked matmul) do not. The
+backward pass needs the same two-dimensional views (dW = dY @ cols^T, dcols = W^T @ dY), so nothing
+big is ever transposed.
+`col2im` is its adjoint (its transpose as a linear map): it adds every column entry back onto the input
+position it was copied from. Where windows overlap the contributions add up; entries that came from the
+padding are dropped. The convolution's backward pass uses it to turn d(cols) into d(input).
+
+Each function comes in two versions with the same results:
+- `*_numba`: compiled CPU loops (NumPy float32/float64 only), parallel over the N*C image planes;
+- `*_generic`: written only with calls on `xp = get_array_module(x)`, so it runs on NumPy and CuPy alike.
+  Its only Python loop is over the KH*KW kernel offsets; each step copies (or adds) one strided slice.
+`im2col` and `col2im` pick the Numba version for NumPy float arrays when Numba is usable, else the generic one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+from . import _numba
+
+IntPair = int | tuple[int, int]
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int | np.integer):
+        return int(value), int(value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair (rows, columns), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Number of window positions along one axis: (size + 2*padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _geometry(
+    x_shape: tuple[int, ...], kh: int, kw: int, stride: IntPair, padding: IntPair
+) -> tuple[int, int, int, int, int, int]:
+    """Validates the arguments; returns (sh, sw, ph, pw, OH, OW)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"expected an (N, C, H, W) input, got shape {tuple(x_shape)}")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"need kernel >= 1, stride >= 1, padding >= 0; got {(kh, kw)}, {(sh, sw)}, {(ph, pw)}")
+    _, _, height, width = x_shape
+    oh, ow = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"kernel {(kh, kw)} does not fit the input {(height, width)} padded by {(ph, pw)}: no output positions"
+        )
+    return sh, sw, ph, pw, oh, ow
+
+
+def _check_cols_shape(cols_shape: tuple[int, ...], x_shape: tuple[int, ...], kh: int, kw: int, oh: int, ow: int):
+    n, c = x_shape[:2]
+    expected = (c, kh, kw, n, oh, ow)
+    if tuple(cols_shape) != expected:
+        raise ValueError(f"cols has shape {tuple(cols_shape)}, expected (C, KH, KW, N, OH, OW) = {expected}")
+
+
+def _slices(i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> tuple[slice, slice, slice, slice]:
+    """The padded-input positions that kernel offset (i, j) touches, one per output position."""
+    return (slice(None), slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
+
+
+# ----------------------------------------------------------------------------- generic (any xp)
+
+
+def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0) -> Any:
+    """im2col with xp slicing only (NumPy or CuPy): x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW)."""
+    xp = get_array_module(x)
+    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
+    n, c, height, width = x.shape
+    if ph or pw:
+        xpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=x.dtype)
+        xpad[:, :, ph : ph + height, pw : pw + width] = x
+    else:
+        xpad = x
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xpad[_slices(i, j, sh, sw, oh, ow)].transpose(1, 0, 2, 3)
+    return cols
+
+
+def col2im_generic(
+    cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0
+) -> Any:
+    """col2im with xp slicing only: cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W), overlaps added."""
+    xp = get_array_module(cols)
+    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, stride, padding)
+    _check_cols_shape(cols.shape, x_shape, kh, kw, oh, ow)
+    n, c, height, width = x_shape
+    dpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # Within one offset the strided positions are distinct, so `+=` never hits a spot twice.
+            dpad[_slices(i, j, sh, sw, oh, ow)] += cols[:, i, j].transpose(1, 0, 2, 3)
+    if ph or pw:
+        return xp.ascontiguousarray(dpad[:, :, ph : ph + height, pw : pw + width])
+    return dpad
+
+
+# ----------------------------------------------------------------------------- Numba (NumPy on the CPU)
+
+
+def im2col_numba(x: np.ndarray, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0) -> np.ndarray:
+    """im2col as a compiled, parallel loop (NumPy float32/float64): x (N, C, H, W) -> (C, KH, KW, N, OH, OW).
+
+    Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
+    """
+    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
+    _numba.check_dtype(x)
+    n, c, height, width = x.shape
+    x = np.ascontiguousarray(x)
+    cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    oh_lo, oh_hi = _numba.valid_range(oh, height, kh, sh, ph)
+    ow_lo, ow_hi = _numba.valid_range(ow, width, kw, sw, pw)
+    _numba.run(
+        _numba.im2col_kernel,
+        x,
+        cols,
+        sh,
+        sw,
+        ph,
+        pw,
+        oh_lo,
+        oh_hi,
+        ow_lo,
+        ow_hi,
+    )
+    return cols
+
+
+def col2im_numba(
+    cols: np.ndarray, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0
+) -> np.ndarray:
+    """col2im as a compiled, parallel loop: cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W).
+
+    Bit-identical to `col2im_generic` (same order of additions). Raises NumbaUnavailable when Numba cannot be used.
+    """
+    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, stride, padding)
+    _check_cols_shape(cols.shape, x_shape, kh, kw, oh, ow)
+    _numba.check_dtype(cols)
+    n, c, height, width = x_shape
+    cols = np.ascontiguousarray(cols)
+    dx = np.zeros((n, c, height, width), dtype=cols.dtype)
+    oh_lo, oh_hi = _numba.valid_range(oh, height, kh, sh, ph)
+    ow_lo, ow_hi = _numba.valid_range(ow, width, kw, sw, pw)
+    _numba.run(
+        _numba.col2im_kernel,
+        cols,
+        dx,
+        sh,
+        sw,
+        ph,
+        pw,
+        oh_lo,
+        oh_hi,
+        ow_lo,
+        ow_hi,
+    )
+    return dx
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def im2col(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0) -> Any:
+    """Unfold kernel windows: x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW), C-contiguous, x's dtype.
+
+    cols[c, i, j, n, oh, ow] = xpad[n, c, oh*sh + i, ow*sw + j], where xpad is x with `padding` zeros on
+    each side and OH = (H + 2*ph - kh) // sh + 1 (likewise OW). `stride` and `padding` are an int or a pair.
+    NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
+    """
+    if _numba.use_numba_for(x):
+        try:
+            return im2col_numba(x, kh, kw, stride, padding)
+        except _numba.NumbaUnavailable:
+            pass  # already warned once; the generic version gives the same answer
+    return im2col_generic(x, kh, kw, stride, padding)
+
+
+def col2im(
+    cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0
+) -> Any:
+    """The adjoint of `im2col`: cols (C, KH, KW, N, OH, OW) -> dx of shape x_shape = (N, C, H, W), cols' dtype.
+
+    Every cols entry is added to the input position it was copied from: overlapping windows add up,
+    entries that came from the padding are dropped. So <im2col(x), c> == <x, col2im(c)> for all x, c.
+    """
+    if _numba.use_numba_for(cols):
+        try:
+            return col2im_numba(cols, x_shape, kh, kw, stride, padding)
+        except _numba.NumbaUnavailable:
+            pass
+    return col2im_generic(cols, x_shape, kh, kw, stride, padding)

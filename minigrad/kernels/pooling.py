@@ -1,0 +1,213 @@
+"""Max pooling kernels: forward (with the winner of each window remembered) and backward.
+
+The forward pass returns, next to the pooled values, `argmax`: for every window the flat index
+`k = i*kw + j` of the kernel offset (i, j) that won. The backward pass sends each window's gradient to
+that one input element, so it never has to look at the input again.
+
+Rules, identical in the Numba and the generic versions:
+- padding counts as -inf, so it never wins against a real number;
+- ties: the FIRST maximum in row-major window order wins (offset (0, 0), (0, 1), ...), so the gradient of a
+  window goes to exactly one element even when several share the maximum;
+- NaN: a NaN beats every number and the first NaN in the window wins, so NaN propagates (as in PyTorch);
+- a window made only of padding (possible when padding > kernel // 2) outputs -inf, has argmax 0, and its
+  gradient is dropped.
+
+argmax is int32 (a window of up to 2**31 elements is plenty). Shapes: x (N, C, H, W); out, argmax and
+dout (N, C, OH, OW) with OH = (H + 2*ph - kh) // sh + 1 (likewise OW).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_array_module
+from . import _numba
+from .im2col import IntPair, _geometry, _slices
+
+ARGMAX_DTYPE = np.dtype(np.int32)
+
+
+def _stride_or_kernel(stride: IntPair | None, kh: int, kw: int) -> IntPair:
+    # As in PyTorch, pooling windows do not overlap unless a stride is given.
+    return (kh, kw) if stride is None else stride
+
+
+def _check_floating(x: Any) -> None:
+    if x.dtype.kind != "f":
+        raise TypeError(f"max pooling takes a floating-point array (padding is -inf), not {x.dtype}")
+
+
+def _check_backward_shapes(dout: Any, argmax: Any, x_shape: tuple[int, ...], oh: int, ow: int) -> None:
+    expected = (*tuple(x_shape[:2]), oh, ow)
+    if tuple(dout.shape) != expected or tuple(argmax.shape) != expected:
+        raise ValueError(
+            f"dout {tuple(dout.shape)} and argmax {tuple(argmax.shape)} must both be (N, C, OH, OW) = {expected}"
+        )
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax must be an integer array, not {argmax.dtype}")
+
+
+# ----------------------------------------------------------------------------- generic (any xp)
+
+
+def max_pool2d_forward_generic(
+    x: Any, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
+) -> tuple[Any, Any]:
+    """Max pooling with xp calls only: x (N, C, H, W) -> (out (N, C, OH, OW), argmax int32 (N, C, OH, OW))."""
+    xp = get_array_module(x)
+    _check_floating(x)
+    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    n, c, height, width = x.shape
+    if ph or pw:
+        xpad = xp.full((n, c, height + 2 * ph, width + 2 * pw), -xp.inf, dtype=x.dtype)
+        xpad[:, :, ph : ph + height, pw : pw + width] = x
+    else:
+        xpad = x
+    # A running maximum over the kernel offsets, each offset seen by all windows at once.
+    best = xpad[_slices(0, 0, sh, sw, oh, ow)].copy()
+    argmax = xp.zeros(best.shape, dtype=ARGMAX_DTYPE)
+    for i in range(kh):
+        for j in range(kw):
+            if i == 0 and j == 0:
+                continue
+            v = xpad[_slices(i, j, sh, sw, oh, ow)]
+            # Strict '>' keeps the first maximum; a NaN replaces a number but not an earlier NaN.
+            better = (v > best) | (xp.isnan(v) & ~xp.isnan(best))
+            best = xp.where(better, v, best)
+            argmax = xp.where(better, i * kw + j, argmax).astype(ARGMAX_DTYPE, copy=False)
+    return best, argmax
+
+
+def max_pool2d_backward_generic(
+    dout: Any,
+    argmax: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+) -> Any:
+    """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W)."""
+    xp = get_array_module(dout)
+    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    _check_backward_shapes(dout, argmax, x_shape, oh, ow)
+    n, c, height, width = x_shape
+    dpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # Windows whose winner is offset (i, j) send their gradient through this slice; the others add 0.
+            dpad[_slices(i, j, sh, sw, oh, ow)] += xp.where(argmax == i * kw + j, dout, 0)
+    if ph or pw:
+        return xp.ascontiguousarray(dpad[:, :, ph : ph + height, pw : pw + width])
+    return dpad
+
+
+# ----------------------------------------------------------------------------- Numba (NumPy on the CPU)
+
+
+def max_pool2d_forward_numba(
+    x: np.ndarray, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling as a compiled, parallel loop: x (N, C, H, W) -> (out, argmax int32), both (N, C, OH, OW).
+
+    Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
+    """
+    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    _numba.check_dtype(x)
+    n, c, height, width = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=ARGMAX_DTYPE)
+    _numba.run(
+        _numba.max_pool_forward_kernel,
+        x.reshape(n * c, height, width),
+        out.reshape(n * c, oh, ow),
+        argmax.reshape(n * c, oh, ow),
+        kh,
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
+    )
+    return out, argmax
+
+
+def max_pool2d_backward_numba(
+    dout: np.ndarray,
+    argmax: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+) -> np.ndarray:
+    """Max-pool gradient as a compiled, parallel loop: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
+
+    Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
+    """
+    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    _check_backward_shapes(dout, argmax, x_shape, oh, ow)
+    _numba.check_dtype(dout)
+    n, c, height, width = x_shape
+    dout = np.ascontiguousarray(dout)
+    argmax = np.ascontiguousarray(argmax, dtype=ARGMAX_DTYPE)  # one compiled signature per dout dtype
+    dx = np.zeros((n, c, height, width), dtype=dout.dtype)
+    _numba.run(
+        _numba.max_pool_backward_kernel,
+        dout.reshape(n * c, oh, ow),
+        argmax.reshape(n * c, oh, ow),
+        dx.reshape(n * c, height, width),
+        kw,
+        sh,
+        sw,
+        ph,
+        pw,
+    )
+    return dx
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def max_pool2d_forward(
+    x: Any, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
+) -> tuple[Any, Any]:
+    """Max pooling: x (N, C, H, W) -> (out, argmax), both (N, C, OH, OW); argmax is int32.
+
+    out[n, c, oh, ow] is the maximum of the window xpad[n, c, oh*sh : oh*sh + kh, ow*sw : ow*sw + kw]
+    (xpad: x padded with -inf) and argmax holds the winning offset as i*kw + j. The FIRST maximum in
+    row-major window order wins ties, so the gradient later goes to exactly one element per window; the
+    first NaN in a window beats every number (NaN propagates). `stride` defaults to the kernel size.
+    NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
+    """
+    if _numba.use_numba_for(x):
+        try:
+            return max_pool2d_forward_numba(x, kh, kw, stride, padding)
+        except _numba.NumbaUnavailable:
+            pass  # already warned once; the generic version gives the same answer
+    return max_pool2d_forward_generic(x, kh, kw, stride, padding)
+
+
+def max_pool2d_backward(
+    dout: Any,
+    argmax: Any,
+    x_shape: tuple[int, int, int, int],
+    kh: int,
+    kw: int,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+) -> Any:
+    """Gradient of max pooling: dout and argmax (N, C, OH, OW) -> dx (N, C, H, W), dout's dtype.
+
+    Each window's gradient goes to the one input element its argmax names; where windows overlap, the
+    gradients of the windows an element won add up. Winners lying in the padding are dropped.
+    """
+    if _numba.use_numba_for(dout, argmax):
+        try:
+            return max_pool2d_backward_numba(dout, argmax, x_shape, kh, kw, stride, padding)
+        except _numba.NumbaUnavailable:
+            pass
+    return max_pool2d_backward_generic(dout, argmax, x_shape, kh, kw, stride, padding)

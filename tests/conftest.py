@@ -1,0 +1,91 @@
+"""Shared test fixtures: every op test runs on NumPy, on the strict CuPy stand-in, and on real CuPy.
+
+    def test_relu(xp):                 # xp: numpy, strict_cupy, or cupy (skipped without a GPU)
+        ...
+    def test_tensor_to(device):        # device: "cpu", "gpu" (stand-in), "gpu" (real CuPy)
+        t = Tensor([1.0, -2.0]).to(device)
+
+`xp` and `device` share one parametrization, so a test that takes both runs three times, not nine.
+Compare results on the host with `from conftest import to_host`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import strict_cupy  # found because pytest puts this folder (the conftest's, no __init__.py) on sys.path
+
+import minigrad.backend as backend
+
+BACKEND_IDS = ("numpy", "strict", "cupy")
+_PARAMS = [pytest.param("numpy"), pytest.param("strict"), pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+def real_gpu_unavailable_reason() -> str | None:
+    """Why real CuPy cannot run here (None when it can). The stand-in does not count as a GPU."""
+    if not backend.gpu_available():
+        return backend.gpu_unavailable_reason()
+    if backend.Device("gpu").xp is strict_cupy:
+        return "the strict CuPy stand-in is installed, not real CuPy"
+    return None
+
+
+@contextlib.contextmanager
+def use_backend(backend_id: str) -> Iterator[tuple[ModuleType, str]]:
+    """Set up one backend by id for the duration of a `with` block: yields (array module, device string)."""
+    if backend_id == "numpy":
+        yield np, "cpu"
+    elif backend_id == "strict":
+        with backend.use_gpu_module(strict_cupy):
+            yield strict_cupy, "gpu"
+    elif backend_id == "cupy":
+        reason = real_gpu_unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+        yield backend.Device("gpu").xp, "gpu"
+    else:
+        raise ValueError(f"unknown backend id {backend_id!r}: expected one of {BACKEND_IDS}")
+
+
+@pytest.fixture(params=_PARAMS)
+def backend_setup(request: pytest.FixtureRequest) -> Iterator[tuple[ModuleType, str]]:
+    """(array module, device string) of the backend this test instance runs on."""
+    with use_backend(request.param) as setup:
+        yield setup
+
+
+@pytest.fixture
+def xp(backend_setup: tuple[ModuleType, str]) -> ModuleType:
+    """The array module: numpy, the strict CuPy stand-in, or cupy."""
+    return backend_setup[0]
+
+
+@pytest.fixture
+def device(backend_setup: tuple[ModuleType, str]) -> str:
+    """The device string for `Tensor.to(device)`: "cpu" or "gpu"."""
+    return backend_setup[1]
+
+
+def to_host(a: Any) -> np.ndarray:
+    """A NumPy array from a NumPy, stand-in or CuPy array (for comparing results in tests)."""
+    return backend.to_numpy(a)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test starts from the same random numbers."""
+    backend.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _skip_gpu_tests_without_gpu(request: pytest.FixtureRequest) -> None:
+    """A test marked `gpu` skips cleanly (with the reason) when no real GPU is usable."""
+    if request.node.get_closest_marker("gpu") is not None:
+        reason = real_gpu_unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)

@@ -1,0 +1,454 @@
+"""Specification of the convolution and pooling kernels in `minigrad.kernels`.
+
+Every kernel exists twice: a compiled Numba loop (NumPy float32/float64 on the CPU) and an xp-generic
+version (any array module: NumPy, the strict CuPy stand-in, real CuPy). Both must equal a naive
+plain-Python loop that is written straight from the definitions, and each other.
+
+Tolerances, stated once:
+- im2col and max-pool forward only copy values: results must be EXACTLY equal;
+- col2im and max-pool backward add: float32 rtol=atol=1e-6, float64 rtol=atol=1e-12 against the naive loop
+  (the kernels are written to add in the naive loop's order, so they are usually bit-identical);
+- the adjoint identity <im2col(x), c> == <x, col2im(c)> is checked in float64 with rtol 1e-12.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import use_backend  # the same backends as the `xp` fixture, chosen by id
+
+from minigrad import kernels as K
+from minigrad.backend import to_numpy
+from minigrad.kernels import _numba
+
+DTYPES = [np.float32, np.float64]
+SUM_TOL = {np.float32: {"rtol": 1e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-12}}
+
+needs_numba = pytest.mark.skipif(not K.numba_available(), reason="Numba is not usable here")
+
+# (x shape (N, C, H, W), kh, kw, stride, padding): small, so the naive loops stay fast.
+CASES = {
+    "3x3 pad 1 (conv3-5)": ((2, 3, 7, 7), 3, 3, (1, 1), (1, 1)),
+    "5x5 pad 2 (conv2)": ((2, 2, 9, 9), 5, 5, (1, 1), (2, 2)),
+    "11x11 stride 4 (conv1)": ((1, 2, 31, 31), 11, 11, (4, 4), (0, 0)),
+    "pool 3x3 stride 2": ((2, 3, 13, 13), 3, 3, (2, 2), (0, 0)),
+    "odd sizes, stride 2": ((1, 2, 9, 7), 3, 3, (2, 2), (0, 0)),
+    "stride > kernel": ((2, 2, 10, 11), 2, 2, (3, 3), (0, 0)),
+    "1x1 kernel": ((2, 3, 5, 6), 1, 1, (1, 1), (0, 0)),
+    "1x1 kernel, stride 2": ((1, 2, 5, 6), 1, 1, (2, 2), (0, 0)),
+    "batch 1, non-square everything": ((1, 3, 8, 10), 3, 5, (1, 2), (1, 2)),
+    "non-square stride and padding": ((2, 2, 9, 12), 2, 4, (2, 3), (0, 1)),
+    "padding > kernel // 2 (all-padding windows)": ((1, 2, 4, 5), 2, 2, (1, 1), (2, 2)),
+    "kernel = whole input": ((2, 2, 4, 4), 4, 4, (1, 1), (0, 0)),
+    "stride not dividing, padding 1": ((2, 1, 8, 8), 3, 3, (3, 2), (1, 1)),
+}
+case_ids = list(CASES)
+
+
+@pytest.fixture(params=case_ids)
+def case(request):
+    return CASES[request.param]
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+# ----------------------------------------------------------------------------- naive references
+
+
+def out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def naive_im2col(x, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    cols = np.zeros((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for b, ch, i, j, r, s in itertools.product(range(n), range(c), range(kh), range(kw), range(oh), range(ow)):
+        row, col = r * sh + i - ph, s * sw + j - pw
+        if 0 <= row < h and 0 <= col < w:
+            cols[ch, i, j, b, r, s] = x[b, ch, row, col]
+    return cols
+
+
+def naive_col2im(cols, x_shape, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x_shape
+    oh, ow = cols.shape[-2:]
+    dx = np.zeros(x_shape, dtype=cols.dtype)
+    for b, ch, i, j, r, s in itertools.product(range(n), range(c), range(kh), range(kw), range(oh), range(ow)):
+        row, col = r * sh + i - ph, s * sw + j - pw
+        if 0 <= row < h and 0 <= col < w:
+            dx[b, ch, row, col] += cols[ch, i, j, b, r, s]
+    return dx
+
+
+def naive_max_pool_forward(x, kh, kw, stride, padding):
+    """Scan each window in row-major order; padding is -inf; '>' keeps the first maximum; first NaN wins."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    for b, ch, r, s in itertools.product(range(n), range(c), range(oh), range(ow)):
+        best, best_k = -np.inf, 0
+        for i, j in itertools.product(range(kh), range(kw)):
+            row, col = r * sh + i - ph, s * sw + j - pw
+            v = x[b, ch, row, col] if 0 <= row < h and 0 <= col < w else -np.inf
+            if v > best or (np.isnan(v) and not np.isnan(best)):
+                best, best_k = v, i * kw + j
+        out[b, ch, r, s], argmax[b, ch, r, s] = best, best_k
+    return out, argmax
+
+
+def naive_max_pool_backward(dout, argmax, x_shape, kh, kw, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    h, w = x_shape[2:]
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for b, ch, r, s in itertools.product(*(range(d) for d in dout.shape)):
+        i, j = divmod(int(argmax[b, ch, r, s]), kw)
+        row, col = r * sh + i - ph, s * sw + j - pw
+        if 0 <= row < h and 0 <= col < w:
+            dx[b, ch, row, col] += dout[b, ch, r, s]
+    return dx
+
+
+def random_inputs(case, dtype, seed=0):
+    """x, and random cols / dout of the right shapes, all seeded."""
+    x_shape, kh, kw, (sh, sw), (ph, pw) = case
+    rng = np.random.default_rng(seed)
+    oh, ow = out_size(x_shape[2], kh, sh, ph), out_size(x_shape[3], kw, sw, pw)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    cols = rng.standard_normal((x_shape[1], kh, kw, x_shape[0], oh, ow)).astype(dtype)
+    dout = rng.standard_normal((*x_shape[:2], oh, ow)).astype(dtype)
+    return x, cols, dout
+
+
+# The two versions under test, as (im2col, col2im, pool forward, pool backward).
+NUMBA = (K.im2col_numba, K.col2im_numba, K.max_pool2d_forward_numba, K.max_pool2d_backward_numba)
+GENERIC = (K.im2col_generic, K.col2im_generic, K.max_pool2d_forward_generic, K.max_pool2d_backward_generic)
+
+
+def check_against_naive(version, xp, case, dtype):
+    im2col, col2im, pool_forward, pool_backward = version
+    x_shape, kh, kw, stride, padding = case
+    x, cols, dout = random_inputs(case, dtype)
+    geometry = (kh, kw, stride, padding)
+
+    got = im2col(xp.asarray(x), *geometry)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(to_numpy(got), naive_im2col(x, *geometry))
+
+    got = col2im(xp.asarray(cols), x_shape, *geometry)
+    assert got.dtype == dtype and got.shape == x_shape
+    np.testing.assert_allclose(to_numpy(got), naive_col2im(cols, x_shape, *geometry), **SUM_TOL[dtype])
+
+    out, argmax = pool_forward(xp.asarray(x), *geometry)
+    want_out, want_argmax = naive_max_pool_forward(x, *geometry)
+    assert out.dtype == dtype and argmax.dtype == K.ARGMAX_DTYPE
+    np.testing.assert_array_equal(to_numpy(out), want_out)
+    np.testing.assert_array_equal(to_numpy(argmax), want_argmax)
+
+    got = pool_backward(xp.asarray(dout), argmax, x_shape, *geometry)
+    assert got.dtype == dtype and got.shape == x_shape
+    want = naive_max_pool_backward(dout, want_argmax, x_shape, *geometry)
+    np.testing.assert_allclose(to_numpy(got), want, **SUM_TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- both versions equal the naive loop
+
+
+@needs_numba
+def test_numba_kernels_equal_the_naive_loop(case, dtype):
+    check_against_naive(NUMBA, np, case, dtype)
+
+
+def test_generic_kernels_equal_the_naive_loop(xp, case, dtype):
+    check_against_naive(GENERIC, xp, case, dtype)
+
+
+@needs_numba
+def test_numba_and_generic_agree(xp, case, dtype):
+    """Copies are identical; sums too, since both add in the same order (col2im) or the same values."""
+    x_shape, kh, kw, stride, padding = case
+    x, cols, dout = random_inputs(case, dtype, seed=1)
+    geometry = (kh, kw, stride, padding)
+    np.testing.assert_array_equal(to_numpy(K.im2col_generic(xp.asarray(x), *geometry)), K.im2col_numba(x, *geometry))
+    np.testing.assert_array_equal(
+        to_numpy(K.col2im_generic(xp.asarray(cols), x_shape, *geometry)), K.col2im_numba(cols, x_shape, *geometry)
+    )
+    out_g, arg_g = K.max_pool2d_forward_generic(xp.asarray(x), *geometry)
+    out_n, arg_n = K.max_pool2d_forward_numba(x, *geometry)
+    np.testing.assert_array_equal(to_numpy(out_g), out_n)
+    np.testing.assert_array_equal(to_numpy(arg_g), arg_n)
+    dx_g = K.max_pool2d_backward_generic(xp.asarray(dout), arg_g, x_shape, *geometry)
+    dx_n = K.max_pool2d_backward_numba(dout, arg_n, x_shape, *geometry)
+    np.testing.assert_allclose(to_numpy(dx_g), dx_n, **SUM_TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- adjoint identity
+
+
+def adjoint_gap(im2col, col2im, xp, case):
+    """<im2col(x), c> - <x, col2im(c)>, relative to the size of the terms, in float64."""
+    x_shape, kh, kw, stride, padding = case
+    x, cols, _ = random_inputs(case, np.float64, seed=2)
+    lhs = np.vdot(to_numpy(im2col(xp.asarray(x), kh, kw, stride, padding)), cols)
+    rhs = np.vdot(x, to_numpy(col2im(xp.asarray(cols), x_shape, kh, kw, stride, padding)))
+    scale = np.sqrt(cols.size) + abs(lhs)  # the terms are O(1) random numbers
+    return abs(lhs - rhs) / scale
+
+
+@needs_numba
+def test_col2im_is_the_adjoint_of_im2col_numba(case):
+    assert adjoint_gap(K.im2col_numba, K.col2im_numba, np, case) < 1e-12
+
+
+def test_col2im_is_the_adjoint_of_im2col_generic(xp, case):
+    assert adjoint_gap(K.im2col_generic, K.col2im_generic, xp, case) < 1e-12
+
+
+# ----------------------------------------------------------------------------- max-pool rules
+
+
+@pytest.fixture(params=["numba", "numpy", "strict", pytest.param("cupy", marks=pytest.mark.gpu)])
+def pool(request):
+    """(forward, backward, xp): the Numba version on NumPy, or the generic one on each backend."""
+    if request.param == "numba":
+        if not K.numba_available():
+            pytest.skip("Numba is not usable here")
+        yield K.max_pool2d_forward_numba, K.max_pool2d_backward_numba, np
+        return
+    with use_backend(request.param) as (xp, _):
+        yield K.max_pool2d_forward_generic, K.max_pool2d_backward_generic, xp
+
+
+def test_max_pool_ties_go_to_the_first_maximum(pool):
+    forward, backward, xp = pool
+    # One 2x3 window (row-major offsets 0..5) whose maximum 7 appears at offsets 1, 3 and 5.
+    x = np.array([[[[1.0, 7.0, 2.0], [7.0, 0.0, 7.0]]]], dtype=np.float32)
+    out, argmax = forward(xp.asarray(x), 2, 3, (1, 1), (0, 0))
+    assert to_numpy(out).item() == 7.0
+    assert to_numpy(argmax).item() == 1
+    dx = to_numpy(backward(xp.asarray(np.ones((1, 1, 1, 1), np.float32)), argmax, x.shape, 2, 3, (1, 1), (0, 0)))
+    np.testing.assert_array_equal(dx, [[[[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]]])
+
+
+def test_max_pool_constant_input_picks_the_top_left_of_every_window(pool):
+    forward, _, xp = pool
+    x = np.full((2, 3, 7, 7), 0.5, dtype=np.float64)
+    out, argmax = forward(xp.asarray(x), 3, 3, (2, 2), (0, 0))
+    np.testing.assert_array_equal(to_numpy(out), 0.5)
+    np.testing.assert_array_equal(to_numpy(argmax), 0)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_max_pool_gradient_has_exactly_one_nonzero_per_window(pool, kernel, dtype):
+    """Non-overlapping windows (stride = kernel) full of ties: each window's gradient lands on ONE element."""
+    forward, backward, xp = pool
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, size=(2, 3, 4 * kernel, 5 * kernel)).astype(dtype)  # many equal maxima
+    out, argmax = forward(xp.asarray(x), kernel, kernel, (kernel, kernel), (0, 0))
+    dout = np.ones(out.shape, dtype=dtype)
+    dx = to_numpy(backward(xp.asarray(dout), argmax, x.shape, kernel, kernel, (kernel, kernel), (0, 0)))
+    # (N, C, OH, OW, kernel, kernel): one block per window.
+    windows = dx.reshape(2, 3, 4, kernel, 5, kernel).transpose(0, 1, 2, 4, 3, 5)
+    assert np.count_nonzero(dx) == out.size
+    np.testing.assert_array_equal((windows != 0).sum(axis=(4, 5)), 1)
+    # ...and it lands on a maximum of its window.
+    x_windows = x.reshape(2, 3, 4, kernel, 5, kernel).transpose(0, 1, 2, 4, 3, 5)
+    np.testing.assert_array_equal(x_windows[windows != 0], to_numpy(out).ravel())
+
+
+def test_max_pool_overlapping_windows_add_their_gradients(pool):
+    forward, backward, xp = pool
+    # 3x3 stride 2 on a 5x5 input whose centre is the largest: it wins all four windows.
+    x = np.zeros((1, 1, 5, 5), dtype=np.float32)
+    x[0, 0, 2, 2] = 1.0
+    _, argmax = forward(xp.asarray(x), 3, 3, (2, 2), (0, 0))
+    dout = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=np.float32)
+    dx = to_numpy(backward(xp.asarray(dout), argmax, x.shape, 3, 3, (2, 2), (0, 0)))
+    assert dx[0, 0, 2, 2] == 10.0 and np.count_nonzero(dx) == 1
+
+
+def test_max_pool_padding_never_wins(pool):
+    forward, _, xp = pool
+    x = -1e30 * np.ones((1, 2, 5, 5), dtype=np.float32)  # hugely negative, but still larger than -inf padding
+    out, argmax = forward(xp.asarray(x), 3, 3, (2, 2), (1, 1))
+    np.testing.assert_array_equal(to_numpy(out), np.float32(-1e30))
+    # The first window starts in the padding corner; its first real element is offset (1, 1) = 4.
+    assert to_numpy(argmax)[0, 0, 0, 0] == 4
+
+
+def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):
+    forward, _, xp = pool
+    x = np.array([[[[1.0, np.nan], [5.0, np.nan]]]], dtype=np.float64)
+    out, argmax = forward(xp.asarray(x), 2, 2, (2, 2), (0, 0))
+    assert np.isnan(to_numpy(out).item()) and to_numpy(argmax).item() == 1
+    x[0, 0, 0, 0] = np.nan  # a NaN in the first position wins too
+    out, argmax = forward(xp.asarray(x), 2, 2, (2, 2), (0, 0))
+    assert np.isnan(to_numpy(out).item()) and to_numpy(argmax).item() == 0
+
+
+# ----------------------------------------------------------------------------- dispatch and the Numba switch
+
+
+def spy_on(monkeypatch, module_name, names):
+    """Wrap functions of a kernels submodule so a test can see which of them the dispatcher called."""
+    module = importlib.import_module(module_name)  # not `minigrad.kernels.im2col`: that name is the function
+    calls = []
+    for name in names:
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def call_every_kernel(xp=np, dtype=np.float32):
+    x = xp.asarray(np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(dtype))
+    cols = K.im2col(x, 3, 3, 1, 1)
+    dx = K.col2im(cols, x.shape, 3, 3, 1, 1)
+    out, argmax = K.max_pool2d_forward(x, 2, 2, 2, 0)
+    dx_pool = K.max_pool2d_backward(out, argmax, x.shape, 2, 2, 2, 0)
+    return cols, dx, out, dx_pool
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    calls = spy_on(monkeypatch, "minigrad.kernels.im2col", ["im2col_numba", "im2col_generic"])
+    calls += spy_on(monkeypatch, "minigrad.kernels.im2col", ["col2im_numba", "col2im_generic"])
+    pool_names = [f"max_pool2d_{d}_{v}" for d in ("forward", "backward") for v in ("numba", "generic")]
+    calls += spy_on(monkeypatch, "minigrad.kernels.pooling", pool_names)
+    calls.clear()
+    return calls
+
+
+@needs_numba
+def test_numpy_float_input_takes_the_numba_path(spies, monkeypatch):
+    monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
+    call_every_kernel()
+    assert spies and all(name.endswith("_numba") for name in spies)
+
+
+def test_force_generic_takes_the_generic_path(spies):
+    with K.force_generic():
+        call_every_kernel()
+    assert spies and all(name.endswith("_generic") for name in spies)
+
+
+def test_environment_variable_disables_numba(spies, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_DISABLE_NUMBA", "1")
+    call_every_kernel()
+    assert spies and all(name.endswith("_generic") for name in spies)
+
+
+def test_device_arrays_take_the_generic_path(spies, xp):
+    if xp is np:
+        pytest.skip("NumPy arrays are not device arrays")
+    call_every_kernel(xp)
+    assert spies and all(name.endswith("_generic") for name in spies)
+
+
+def test_float16_takes_the_generic_path_and_keeps_its_dtype(spies):
+    cols, dx, out, dx_pool = call_every_kernel(dtype=np.float16)
+    assert spies and all(name.endswith("_generic") for name in spies)
+    assert {a.dtype for a in (cols, dx, out, dx_pool)} == {np.dtype(np.float16)}
+
+
+@needs_numba
+def test_numba_versions_refuse_other_dtypes_without_breaking_numba():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        K.im2col_numba(np.zeros((1, 1, 3, 3), np.float16), 2, 2)
+    assert K.numba_available()
+
+
+@needs_numba
+def test_a_failing_kernel_warns_once_and_falls_back_for_good(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("pretend the JIT failed")
+
+    # monkeypatch restores the module's state (usable, not yet warned) after the test.
+    monkeypatch.setattr(_numba, "_failure", None)
+    monkeypatch.setattr(_numba, "_warned", False)
+    monkeypatch.setattr(_numba, "im2col_kernel", broken)
+    monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
+    x = np.random.default_rng(5).standard_normal((1, 2, 5, 5))
+    with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):
+        cols = K.im2col(x, 3, 3, 1, 1)
+    np.testing.assert_array_equal(cols, naive_im2col(x, 3, 3, (1, 1), (1, 1)))
+    assert not K.numba_available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would fail the test
+        call_every_kernel()
+    with pytest.raises(K.NumbaUnavailable):
+        K.col2im_numba(cols, x.shape, 3, 3, 1, 1)
+
+
+def test_kernels_work_without_numba_installed():
+    """A fresh interpreter where `import numba` fails: one RuntimeWarning, then correct generic results."""
+    script = """
+import sys, warnings
+sys.modules["numba"] = None  # makes `import numba` raise ImportError
+import numpy as np
+from minigrad import kernels as K
+assert not K.numba_available()
+x = np.arange(2 * 3 * 5 * 5, dtype=np.float32).reshape(2, 3, 5, 5)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    cols = K.im2col(x, 3, 3, 1, 1)
+    dx = K.col2im(cols, x.shape, 3, 3, 1, 1)
+    out, argmax = K.max_pool2d_forward(x, 3, 3, 2, 1)
+    K.max_pool2d_backward(out, argmax, x.shape, 3, 3, 2, 1)
+assert [w.category for w in caught] == [RuntimeWarning], caught
+assert "Numba is unavailable" in str(caught[0].message)
+assert cols.shape == (3, 3, 3, 2, 5, 5) and out.shape == (2, 3, 3, 3)
+print("ok")
+"""
+    root = Path(K.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MINIGRAD_DISABLE_NUMBA", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def test_int_stride_and_padding_mean_both_axes():
+    x = np.random.default_rng(6).standard_normal((1, 2, 7, 7)).astype(np.float32)
+    np.testing.assert_array_equal(K.im2col(x, 3, 3, 2, 1), K.im2col(x, 3, 3, (2, 2), (1, 1)))
+    assert K.output_size(227, 11, 4, 0) == 55
+
+
+def test_pool_stride_defaults_to_the_kernel_size():
+    x = np.random.default_rng(7).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    out, _ = K.max_pool2d_forward(x, 2, 2)
+    np.testing.assert_array_equal(out, x.reshape(1, 2, 3, 2, 3, 2).max(axis=(3, 5)))
+
+
+@pytest.mark.parametrize("im2col", [K.im2col_generic, pytest.param(K.im2col_numba, marks=needs_numba)])
+def test_a_kernel_larger_than_the_padded_input_is_an_error(im2col):
+    with pytest.raises(ValueError, match="does not fit"):
+        im2col(np.zeros((1, 1, 4, 4), np.float32), 7, 7, 1, 1)
+
+
+@pytest.mark.parametrize("col2im", [K.col2im_generic, pytest.param(K.col2im_numba, marks=needs_numba)])
+def test_col2im_checks_the_cols_shape(col2im):
+    with pytest.raises(ValueError, match="expected"):
+        col2im(np.zeros((1, 1, 3, 3, 4, 4), np.float32), (1, 1, 5, 5), 3, 3, 1, 0)
