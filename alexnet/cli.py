@@ -1,0 +1,374 @@
+"""The `alexnet` command: train, eval, predict, plot, summary, gradcheck.
+
+`alexnet train` with no options is the project's demo: it trains alexnet-tiny on
+Fashion-MNIST on the CPU in a few minutes, then prints the test accuracy and where
+the plots are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from alexnet import data, plots
+from alexnet.checkpoint import CheckpointError
+from alexnet.model import CONFIGS, AlexNet, build_model, format_summary
+from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, train
+from minigrad import Tensor, backend, no_grad
+
+
+def _device_ok(device: str) -> str | None:
+    """An error message when `device` can't be used, else None."""
+    try:
+        dev = backend.Device(device)
+    except ValueError as exc:
+        return str(exc)
+    if dev.kind == "gpu" and not backend.gpu_available():
+        return f"--device {device} asked for, but no GPU is usable: {backend.gpu_unavailable_reason()}"
+    return None
+
+
+# ----------------------------------------------------------------------------- plots of a run
+
+
+def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8) -> list[Path]:
+    """Write the run's figures into RUN_DIR/plots: curves, conv1 kernels (Fig. 3), predictions (Fig. 4)."""
+    out = run_dir / "plots"
+    written = []
+    metrics_file = run_dir / "metrics.jsonl"
+    if metrics_file.exists():
+        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        written.append(plots.plot_training_curves(metrics, out / "curves.png", errors_as_fraction=True))
+    ckpt = run_dir / "best.npz" if (run_dir / "best.npz").exists() else run_dir / "checkpoint.npz"
+    model, meta = load_model(ckpt, device)
+    groups = model.config.groups if model.config.convs[1].grouped else 1
+    conv1 = model.conv_layers[0].weight.numpy()
+    title = f"{model.config.name}: the {conv1.shape[0]} conv1 kernels"
+    written.append(plots.plot_kernel_grid(conv1, out / "conv1_kernels.png", groups=groups, title=title))
+
+    cfg = TrainConfig(**meta["train_config"])
+    prepared = prepare_data(cfg, model.config.in_channels, model.config.image_size)
+    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
+    pick = np.random.default_rng(0).choice(len(prepared.test_labels), size=n_images, replace=False)
+    images = data.center_crop(prepared.test_images[pick], model.config.image_size)
+    batch = data.normalize(data.to_unit_float(np.ascontiguousarray(images)), mean, std)
+    model.eval()
+    with no_grad():
+        x = Tensor(backend.to_device(batch, device))
+        logits = model(x).numpy()
+        query_features = model.extract_features(x).numpy()
+        bank = data.center_crop(prepared.train_images[:2000], model.config.image_size)
+        bank_batch = data.normalize(data.to_unit_float(np.ascontiguousarray(bank)), mean, std)
+        bank_features = np.concatenate(
+            [
+                model.extract_features(Tensor(backend.to_device(bank_batch[i : i + 500], device))).numpy()
+                for i in range(0, len(bank_batch), 500)
+            ]
+        )
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    names = list(meta["class_names"]) or [str(i) for i in range(model.config.num_classes)]
+    written.append(
+        plots.plot_predictions(images, probs, names, out / "predictions.png", labels=prepared.test_labels[pick])
+    )
+    neighbours = plots.nearest_neighbours(query_features, bank_features, k=6)
+    written.append(plots.plot_nearest_neighbours(images, bank[neighbours], out / "nearest_neighbours.png"))
+    return written
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _train(args: argparse.Namespace) -> int:
+    problem = _device_ok(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(
+        model=args.model,
+        data=args.data,
+        device=args.device,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        min_lr=args.min_lr,
+        seed=args.seed,
+        out=args.out,
+        augment=not args.no_augment,
+        val_size=args.val_size,
+        max_train_images=args.max_train_images,
+        ten_crop=args.ten_crop,
+        lrn=False if args.no_lrn else None,
+        groups=args.groups,
+        overlap=False if args.no_overlap else None,
+        width=args.width,
+        init=args.init,
+        progress=not args.no_progress,
+    )
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.stopped_early:
+        return 130
+    if not args.no_plots:
+        written = plot_run(result.run_dir, args.device)
+        print("plots: " + ", ".join(str(p) for p in written))
+    print(f"run folder: {result.run_dir} (checkpoint.npz, best.npz, metrics.jsonl, test.json)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    problem = _device_ok(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from alexnet.evaluate import evaluate
+
+    try:
+        model, meta = load_model(args.checkpoint, args.device, expect_model=args.model)
+        cfg = TrainConfig(**meta["train_config"])
+        if args.data is not None:
+            cfg.data = args.data
+        prepared = prepare_data(cfg, model.config.in_channels, model.config.image_size)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
+    result = evaluate(
+        model, prepared.test_images, prepared.test_labels, args.batch_size, mean, std, args.ten_crop, progress=True
+    )
+    views = "10-crop" if args.ten_crop else "centre crop"
+    print(f"{model.config.name} on {result.count:,} test images ({prepared.source}; {views}):")
+    print(f"  top-1 error {100 * result.top1_error:.2f}%  (accuracy {100 * (1 - result.top1_error):.2f}%)")
+    print(f"  top-5 error {100 * result.top5_error:.2f}%")
+    print(f"  loss        {result.loss:.4f}")
+    return 0
+
+
+def _read_image_for(model: AlexNet, path: str) -> np.ndarray:
+    """An image file as the model's input: (C, S, S) uint8."""
+    from PIL import Image
+
+    cfg = model.config
+    if cfg.in_channels == 1:
+        with Image.open(path) as img:
+            grey = img.convert("L").resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
+            return np.asarray(grey, dtype=np.uint8)[None]
+    resize = 256 if cfg.image_size >= 224 else round(cfg.image_size * 256 / 224)
+    return data.center_crop(data.load_image(path, resize)[None], cfg.image_size)[0]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    problem = _device_ok(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        model, meta = load_model(args.checkpoint, args.device)
+        images = np.stack([_read_image_for(model, p) for p in args.images])
+    except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
+    batch = data.normalize(data.to_unit_float(images), mean, std)
+    model.eval()
+    with no_grad():
+        logits = model(Tensor(backend.to_device(batch, args.device))).numpy()
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    names = list(meta["class_names"]) or [str(i) for i in range(model.config.num_classes)]
+    for path, p in zip(args.images, probs):
+        print(path)
+        for i in np.argsort(-p)[: args.top]:
+            print(f"  {100 * p[i]:6.2f}%  {names[i]}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "checkpoint.npz").exists():
+        print(f"error: {run_dir} is not a run folder (no checkpoint.npz)", file=sys.stderr)
+        return 2
+    try:
+        written = plot_run(run_dir, args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in written:
+        print(p)
+    return 0
+
+
+def _model_from_args(args: argparse.Namespace) -> AlexNet:
+    return build_model(
+        args.model,
+        lrn=False if args.no_lrn else None,
+        groups=args.groups,
+        overlap=False if args.no_overlap else None,
+        width=args.width,
+        num_classes=args.num_classes,
+    )
+
+
+def _summary(args: argparse.Namespace) -> int:
+    print(format_summary(_model_from_args(args)))
+    return 0
+
+
+def _gradcheck(args: argparse.Namespace) -> int:
+    import minigrad.functional as F
+    from minigrad.gradcheck import gradcheck
+
+    problem = _device_ok(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    backend.manual_seed(args.seed)
+    model = _model_from_args(args).astype(np.float64).to(args.device)
+    cfg = model.config
+    gen = np.random.default_rng(args.seed)
+    x = Tensor(
+        backend.to_device(gen.standard_normal((2, cfg.in_channels, cfg.image_size, cfg.image_size)), args.device)
+    )
+    x.requires_grad_()
+    labels = backend.to_device(np.arange(2) % cfg.num_classes, args.device)
+    names = ["input", *(n for n, _ in model.named_parameters())]
+
+    def loss(x: Tensor, *params: Tensor) -> Tensor:
+        backend.manual_seed(args.seed)  # the same dropout masks on every evaluation
+        return F.cross_entropy(model(x), labels)
+
+    print(f"gradient check of {cfg.name} (float64, {model.num_parameters():,} parameters, batch 2)...")
+    report = gradcheck(loss, x, *model.parameters(), max_elements=args.max_elements, name=cfg.name)
+    print(f"{'tensor':<28} {'shape':<20} {'mode':<10} {'n':>5}  {'max abs err':>11}  {'max rel err':>11}  result")
+    for c in report.inputs:
+        print(
+            f"{names[c.index]:<28} {c.shape!s:<20} {c.mode:<10} {c.checked:>5}  {c.max_abs_error:>11.2e}  "
+            f"{c.max_rel_error:>11.2e}  {'PASS' if c.passed else 'FAIL'}"
+        )
+    print(f"{'PASS' if report.passed else 'FAIL'}: {cfg.name} in {report.seconds:.1f} s")
+    return 0 if report.passed else 1
+
+
+def _add_model_switches(p: argparse.ArgumentParser, default_model: str = "alexnet-tiny") -> None:
+    p.add_argument("--model", default=default_model, choices=sorted(CONFIGS), help="which network")
+    p.add_argument("--no-lrn", action="store_true", help="ablation: drop local response normalisation")
+    p.add_argument(
+        "--groups", type=int, default=None, help="channel groups of conv2/4/5 (paper: 2, the two-GPU split; 1 = none)"
+    )
+    p.add_argument(
+        "--no-overlap", action="store_true", help="ablation: 2x2 stride-2 pooling instead of overlapping 3x3 stride 2"
+    )
+    p.add_argument("--width", type=float, default=None, help="multiply every layer's width (channels, fc units)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="alexnet",
+        description="AlexNet (Krizhevsky, Sutskever & Hinton 2012) on the minigrad engine: train, evaluate, inspect.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train",
+        help="train a model (default: alexnet-tiny on Fashion-MNIST, CPU)",
+        formatter_class=fmt,
+        description=(
+            "Train with the paper's recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate divided by "
+            "10 when the validation error stops improving, random crops and flips (and PCA colour lighting for "
+            "colour data). Greyscale models use Fashion-MNIST: the full set when its IDX files are found (--data, "
+            "$ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist), else the subset bundled in the package. "
+            "Colour models read an image folder (--data DIR with train/ and val/). Each epoch writes metrics.jsonl "
+            "and an atomic checkpoint to the run folder; Ctrl-C stops after the current batch and saves."
+        ),
+    )
+    _add_model_switches(t)
+    t.add_argument("--data", default=None, help="data folder (Fashion-MNIST IDX files, or an image folder)")
+    t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
+    t.add_argument("--epochs", type=int, default=3, help="number of passes over the training set")
+    t.add_argument("--batch-size", type=int, default=128, help="images per step (the paper: 128)")
+    t.add_argument("--lr", type=float, default=0.01, help="initial learning rate (the paper: 0.01)")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="sgd is the paper's rule")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (inside SGD's velocity)")
+    t.add_argument("--patience", type=int, default=1, help="epochs without validation improvement before lr/10")
+    t.add_argument("--min-lr", type=float, default=1e-5, help="never reduce the learning rate below this")
+    t.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order, augmentation, dropout")
+    t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATE-TIME)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
+    t.add_argument("--init", default=None, choices=["paper", "he"], help="weight init (default: the model's own)")
+    t.add_argument("--no-augment", action="store_true", help="no random crops/flips/lighting")
+    t.add_argument("--val-size", type=int, default=None, help="validation images held out (default: min(5000, N/10))")
+    t.add_argument("--max-train-images", type=int, default=None, help="train on only this many images (quick runs)")
+    t.add_argument("--ten-crop", action="store_true", help="final test with the paper's 10-crop averaging")
+    t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on the test set", formatter_class=fmt)
+    e.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    e.add_argument("--data", default=None, help="data folder (default: the one the run used)")
+    e.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    e.add_argument("--ten-crop", action="store_true", help="average the softmax over 10 crops, as in the paper")
+    e.add_argument("--model", default=None, help="fail unless the checkpoint holds this model")
+    e.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="top-5 classes of image files", formatter_class=fmt)
+    p.add_argument("checkpoint", help="a checkpoint file or a run folder")
+    p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    p.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
+    p.add_argument("--top", type=int, default=5, help="how many classes to list")
+    p.set_defaults(func=_predict)
+
+    pl = sub.add_parser(
+        "plot",
+        help="figures of a run: curves, conv1 kernels (Fig. 3), predictions and neighbours (Fig. 4)",
+        formatter_class=fmt,
+    )
+    pl.add_argument("run_dir", help="a run folder")
+    pl.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
+    pl.set_defaults(func=_plot)
+
+    s = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs, memory", formatter_class=fmt)
+    _add_model_switches(s, "alexnet")
+    s.add_argument("--num-classes", type=int, default=None, help="output classes (default: the model's)")
+    s.set_defaults(func=_summary)
+
+    g = sub.add_parser(
+        "gradcheck",
+        help="finite-difference check of a whole model's gradients (float64)",
+        formatter_class=fmt,
+        description="Check every parameter tensor of the model (random directions for the large ones) and the input.",
+    )
+    _add_model_switches(g)
+    g.add_argument("--num-classes", type=int, default=None, help="output classes (default: the model's)")
+    g.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="seeds the model, the input and the directions")
+    g.add_argument("--max-elements", type=int, default=64, help="tensors larger than this use random directions")
+    g.set_defaults(func=_gradcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Evaluation: top-k error, loss over a data set, and the paper's 10-crop test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import minigrad.functional as F
+from alexnet import data
+from alexnet.model import AlexNet
+from minigrad import Tensor, backend, no_grad
+
+
+def top_k_error(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of rows whose label is not among the k highest scores. logits: (N, K), labels: (N,)."""
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"top_k_error expects logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
+    k = min(k, logits.shape[1])
+    # argpartition finds the top k without sorting whole rows.
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    hit = (top == labels[:, None]).any(axis=1)
+    return float(1.0 - hit.mean())
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1_error: float
+    top5_error: float
+    count: int
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {
+            f"{prefix}loss": self.loss,
+            f"{prefix}top1_error": self.top1_error,
+            f"{prefix}top5_error": self.top5_error,
+        }
+
+
+def predict_logits(
+    model: AlexNet,
+    images: np.ndarray,
+    batch_size: int = 256,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ten_crop: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Model outputs for a whole array of images (eval mode, no graph). images: (N, C, H, W) uint8.
+
+    Images larger than the model's input are centre-cropped; with `ten_crop`, the
+    softmax of the 10 crops (4 corners, centre, and their mirror images) is averaged
+    as in the paper, and log-probabilities are returned.
+    """
+    was_training = model.training
+    model.eval()
+    size = model.config.image_size
+    device = model.device
+    outs = []
+    labels = np.zeros(len(images), dtype=np.int64)  # iterate_batches wants labels; unused here
+    batches = data.iterate_batches(images, labels, batch_size, shuffle=False, rng=None, mean=mean, std=std)
+    try:
+        with no_grad():
+            for x, _ in tqdm(batches, total=-(-len(images) // batch_size), desc="eval", disable=not progress):
+                if ten_crop:
+                    crops = data.ten_crop(x, size)  # (10, B, C, size, size)
+                    b = x.shape[0]
+                    flat = np.ascontiguousarray(crops.reshape(10 * b, *crops.shape[2:]))
+                    logits = model(Tensor(backend.to_device(flat, device)))
+                    probs = F.softmax(logits, axis=1).numpy().reshape(10, b, -1).mean(axis=0)
+                    outs.append(np.log(np.maximum(probs, np.float32(1e-30))))
+                else:
+                    if x.shape[-1] != size or x.shape[-2] != size:
+                        x = np.ascontiguousarray(data.center_crop(x, size))
+                    outs.append(model(Tensor(backend.to_device(x, device))).numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs) if outs else np.zeros((0, model.config.num_classes), dtype=np.float32)
+
+
+def evaluate(
+    model: AlexNet,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 256,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ten_crop: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Mean cross-entropy, top-1 and top-5 error of `model` on (images, labels)."""
+    logits = predict_logits(model, images, batch_size, mean, std, ten_crop, progress)
+    if ten_crop:
+        logp = logits  # already log-probabilities of the averaged softmax
+    else:
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-logp[np.arange(len(labels)), labels].mean())
+    return EvalResult(loss, top_k_error(logits, labels, 1), top_k_error(logits, labels, 5), len(labels))

@@ -1,0 +1,181 @@
+"""Time the Numba kernels against the xp-generic ones on the paper's AlexNet shapes (NumPy, CPU).
+
+    python benchmarks/kernels.py [--batch 32] [--repeat 5] [--no-interference]
+
+Prints one row per kernel and layer: the best time of each version in milliseconds and the speedup.
+Then it measures how OpenBLAS's spinning worker threads slow a Numba kernel that runs right after a GEMM
+(as in a convolution's backward pass), with OpenBLAS's default thread timeout and with a short one
+(OPENBLAS_THREAD_TIMEOUT=4, i.e. 2**4 cycles). That variable is read when OpenBLAS loads, so each setting
+runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402  (after the path tweak)
+
+from minigrad import kernels as K  # noqa: E402
+
+# name, input shape without the batch, kernel, stride, padding
+CONVS = [
+    ("conv1", (3, 227, 227), 11, 4, 0),
+    ("conv2", (96, 27, 27), 5, 1, 2),
+    ("conv3", (256, 13, 13), 3, 1, 1),
+    ("conv4/5", (384, 13, 13), 3, 1, 1),
+]
+POOLS = [
+    ("pool1", (96, 55, 55), 3, 2, 0),
+    ("pool2", (256, 27, 27), 3, 2, 0),
+    ("pool5", (256, 13, 13), 3, 2, 0),
+]
+
+
+def best_ms(fn: Callable[[], object], repeat: int) -> float:
+    """The fastest of `repeat` runs: other processes only ever add time, so the minimum is the least noisy."""
+    for _ in range(3):  # compile, and let the allocator and the thread pools settle (the first calls are slower)
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def both(fn_numba: Callable[[], object], fn_generic: Callable[[], object], repeat: int) -> tuple[float, float]:
+    t_numba = best_ms(fn_numba, repeat)
+    with K.force_generic():
+        t_generic = best_ms(fn_generic, repeat)
+    return t_numba, t_generic
+
+
+def conv_rows(x: np.ndarray, k: int, s: int, p: int, repeat: int) -> list[tuple[str, float, float]]:
+    cols = K.im2col_numba(x, k, k, s, p)
+    return [
+        ("im2col", *both(lambda: K.im2col_numba(x, k, k, s, p), lambda: K.im2col_generic(x, k, k, s, p), repeat)),
+        (
+            "col2im",
+            *both(
+                lambda: K.col2im_numba(cols, x.shape, k, k, s, p),
+                lambda: K.col2im_generic(cols, x.shape, k, k, s, p),
+                repeat,
+            ),
+        ),
+    ]
+
+
+def pool_rows(x: np.ndarray, k: int, s: int, p: int, repeat: int) -> list[tuple[str, float, float]]:
+    out, argmax = K.max_pool2d_forward_numba(x, k, k, s, p)
+    forward = both(
+        lambda: K.max_pool2d_forward_numba(x, k, k, s, p), lambda: K.max_pool2d_forward_generic(x, k, k, s, p), repeat
+    )
+    backward = both(
+        lambda: K.max_pool2d_backward_numba(out, argmax, x.shape, k, k, s, p),
+        lambda: K.max_pool2d_backward_generic(out, argmax, x.shape, k, k, s, p),
+        repeat,
+    )
+    return [("forward", *forward), ("backward", *backward)]
+
+
+def table(batch: int, repeat: int) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for layers, measure in ((CONVS, conv_rows), (POOLS, pool_rows)):
+        for layer, shape, k, s, p in layers:
+            x = rng.standard_normal((batch, *shape), dtype=np.float32)
+            label = f"{shape[0]}x{shape[1]}x{shape[2]} {k}x{k}/{s} pad {p}"
+            rows += [
+                (f"{layer} {what}", label, t_numba, t_generic)
+                for what, t_numba, t_generic in measure(x, k, s, p, repeat)
+            ]
+
+    load = os.getloadavg()[0]
+    print(
+        f"float32, batch {batch}, best of {repeat}, {os.cpu_count()} cores, Numba threads {_numba_threads()}, "
+        f"load average before {load:.2f}"
+    )
+    print(f"{'kernel':<22} {'input, kernel/stride':<28} {'numba ms':>9} {'generic ms':>11} {'speedup':>8}")
+    for name, label, t_numba, t_generic in rows:
+        print(f"{name:<22} {label:<28} {t_numba:9.2f} {t_generic:11.2f} {t_generic / t_numba:7.1f}x")
+
+
+def _numba_threads() -> str:
+    try:
+        import numba
+
+        return str(numba.get_num_threads())
+    except ImportError:
+        return "none"
+
+
+def interference(batch: int, repeat: int) -> None:
+    """conv2's backward pair, GEMM then col2im, timed alone and back to back (as in a training step)."""
+    rng = np.random.default_rng(0)
+    k, s, p = 5, 1, 2
+    x_shape = (batch, 96, 27, 27)
+    weights = rng.standard_normal((256, 96 * k * k), dtype=np.float32)
+    dout = rng.standard_normal((batch, 256, 27 * 27), dtype=np.float32)
+    dcols = np.empty((batch, 96 * k * k, 27 * 27), dtype=np.float32)
+    cols6 = dcols.reshape(batch, 96, k, k, 27, 27)
+
+    def gemm() -> None:
+        np.matmul(weights.T, dout, out=dcols)
+
+    def col2im() -> None:
+        K.col2im_numba(cols6, x_shape, k, k, s, p)
+
+    gemm_alone, col2im_alone = best_ms(gemm, repeat), best_ms(col2im, repeat)
+    col2im_after, gemm_after = [], []
+    for _ in range(repeat):  # alternate the orders, so both pairs see the same background load
+        for first, second, times in ((gemm, col2im, col2im_after), (col2im, gemm, gemm_after)):
+            first()
+            start = time.perf_counter()
+            second()
+            times.append(1e3 * (time.perf_counter() - start))
+    col2im_after_ms, gemm_after_ms = min(col2im_after), min(gemm_after)
+    import numba  # only reached when Numba works
+
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
+    print(
+        f"OPENBLAS_THREAD_TIMEOUT={timeout:<7} Numba layer {numba.threading_layer():<9} | "
+        f"col2im {col2im_alone:6.2f} ms alone, {col2im_after_ms:6.2f} ms after a GEMM "
+        f"({col2im_after_ms / col2im_alone:.1f}x) | "
+        f"GEMM {gemm_alone:6.2f} ms alone, {gemm_after_ms:6.2f} ms after col2im ({gemm_after_ms / gemm_alone:.2f}x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-interference", action="store_true", help="skip the OpenBLAS/Numba measurement")
+    parser.add_argument("--interference-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.interference_only:
+        interference(args.batch, args.repeat)
+        return
+    table(args.batch, args.repeat)
+    if args.no_interference or not K.numba_available():
+        return
+    print()
+    for timeout in (None, "4"):
+        env = dict(os.environ)
+        env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+        if timeout is not None:
+            env["OPENBLAS_THREAD_TIMEOUT"] = timeout
+        command = [sys.executable, __file__, "--interference-only", "--batch", str(args.batch)]
+        subprocess.run([*command, "--repeat", str(args.repeat)], env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
