@@ -98,6 +98,7 @@ class Tensor:
         self.data: Array = data
         self.grad: Tensor | None = None
         self._ctx: Function | None = None
+        self._freed = False  # True once backward() released the op that made this tensor
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -136,7 +137,7 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self) -> str:
-        body = repr(backend.to_numpy(self.data)).removeprefix("array(").removesuffix(")")
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", prefix="Tensor(")
         extra = f", dtype={self.dtype}, device={self.device}"
         if self.requires_grad:
             extra += ", requires_grad=True"
@@ -208,6 +209,11 @@ class Tensor:
             if g is None:
                 continue
             fn = node._ctx
+            if node._freed:
+                raise RuntimeError(
+                    "backward() reached a tensor whose graph an earlier backward() already freed; "
+                    "pass retain_graph=True to the first backward() to go through the graph twice"
+                )
             if fn is None:  # a leaf: accumulate
                 node.grad = Tensor(g) if node.grad is None else Tensor(node.grad.data + g)
                 continue
@@ -230,6 +236,7 @@ class Tensor:
                 grads[id(inp)] = ig if previous is None else previous + ig
             if not retain_graph:
                 node._ctx = None
+                node._freed = True
                 fn.inputs = ()
                 fn.release()
 
@@ -441,7 +448,15 @@ def _as_tensors(op_name: str, inputs: Sequence[Any]) -> tuple[Tensor, ...]:
 
 
 def tensor(data: Any, dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
-    """Make a tensor from a list, a number or an array."""
+    """Make a tensor from a list, a number or an array. The data is always copied.
+
+    (`Tensor(array)` wraps an array without copying; `tensor(array)` never shares memory with the caller,
+    so an optimizer step on the tensor cannot change the caller's array.)
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend.get_array_module(data) is not np or isinstance(data, np.ndarray):
+        data = data.copy()
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 

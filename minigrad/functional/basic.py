@@ -42,12 +42,20 @@ def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _check_binary(name: str, a: Any, b: Any) -> None:
-    """Clear errors for the two classic mistakes: shapes that don't broadcast, mixed float dtypes."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
+    """Clear errors for the two classic mistakes: shapes that don't broadcast, mixed float dtypes.
+
+    Arrays count like tensors here: `float64_array * float32_tensor` would otherwise silently give float64.
+    """
+
+    def array_like(v: Any) -> bool:  # NumPy scalars act like Python numbers: cast to the tensor's dtype
+        return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic)
+
+    if array_like(a) and array_like(b):
+        shape_a, shape_b = tuple(a.shape), tuple(b.shape)
         try:
-            np.broadcast_shapes(a.shape, b.shape)
+            np.broadcast_shapes(shape_a, shape_b)
         except ValueError:
-            raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise ValueError(f"{name}: shapes {shape_a} and {shape_b} do not broadcast") from None
         if a.dtype != b.dtype and a.dtype.kind == "f" and b.dtype.kind == "f":
             raise TypeError(f"{name}: dtypes differ ({a.dtype} and {b.dtype}); convert one with .astype(...)")
 
@@ -165,7 +173,10 @@ def maximum(a: Any, b: Any) -> Tensor:
 def where(cond: Tensor | Array, a: Any, b: Any) -> Tensor:
     """Elementwise `a` where `cond` is true, else `b`. `cond` gets no gradient."""
     _check_binary("where", a, b)
+    like = a if isinstance(a, Tensor) else b
     cond_data = cond.data if isinstance(cond, Tensor) else cond
+    if isinstance(like, Tensor):
+        cond_data = like.xp.asarray(cond_data)  # a host mask for device tensors is copied over explicitly
     return Where.apply(a, b, cond=cond_data)
 
 
@@ -264,6 +275,8 @@ def pow(x: Tensor, p: float) -> Tensor:
     """x ** p for a Python number p."""
     if isinstance(p, Tensor):
         raise TypeError("pow: the exponent must be a Python number, not a Tensor")
+    if isinstance(p, np.generic):  # a NumPy float64 scalar would silently promote float32 data
+        p = p.item()
     return Pow.apply(x, p=p)
 
 

@@ -127,6 +127,9 @@ def conv2d(
         )
     if bias is not None and bias.shape != (o,):
         raise ValueError(f"conv2d: bias must have shape ({o},), got {bias.shape}")
+    dtypes = {x.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
+    if len(dtypes) > 1:
+        raise TypeError(f"conv2d: dtypes differ ({', '.join(sorted(map(str, dtypes)))}); convert with .astype(...)")
     _output_size("conv2d", x.shape[2:], (kh, kw), stride, padding)
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*inputs, stride=stride, padding=padding, groups=groups)

@@ -1,0 +1,540 @@
+"""The network ops against plain-loop references written straight from their definitions.
+
+Each reference is a few explicit Python for-loops over images, channels, output positions and kernel
+offsets, on small shapes, in float64 on the host: slow, but easy to check by eye (Chainer's style of
+testing). The ops run on every backend (NumPy, the strict CuPy stand-in, real CuPy) in float32 and
+float64, and must agree with the reference within the tolerance of their dtype:
+
+- float32: rtol 1e-5, atol 1e-5 (sums of up to a few hundred products);
+- float64: rtol 1e-12, atol 1e-12.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from conftest import to_host
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import backend, nn
+
+TOL = {
+    np.float32: {"rtol": 1e-5, "atol": 1e-5},
+    np.float64: {"rtol": 1e-12, "atol": 1e-12},
+}
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def host(shape, seed=0, low=None, high=None):
+    """Seeded float64 host data: standard normal, or uniform in [low, high)."""
+    gen = np.random.default_rng(seed)
+    return gen.standard_normal(shape) if low is None else gen.uniform(low, high, shape)
+
+
+def leaf(data, device, dtype, requires_grad=True):
+    return mg.tensor(np.asarray(data, dtype=dtype), device=device, requires_grad=requires_grad)
+
+
+def as_ref(data, dtype):
+    """The values the op really sees (rounded to dtype), in float64."""
+    return np.asarray(data, dtype=dtype).astype(np.float64)
+
+
+def assert_matches(got, expected, dtype):
+    assert got.dtype == dtype
+    got_host = to_host(got.data)
+    assert got_host.shape == np.shape(expected)
+    np.testing.assert_allclose(got_host, expected, **TOL[dtype])
+
+
+def out_size(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+# ----------------------------------------------------------------------------- conv2d
+
+
+def conv2d_loops(x, w, b, stride, padding, groups, upstream):
+    """y = conv2d(x, w, b) and the gradients of sum(y * upstream) with respect to x, w and b.
+
+    y[n, o, i, j] = b[o] + sum over c in o's group, u < KH, v < KW of
+                    w[o, c - first channel of the group, u, v] * x[n, c, i*sh + u - ph, j*sw + v - pw]
+    where positions outside x are zeros (the padding).
+    """
+    n_img, _, height, width = x.shape
+    n_out, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = out_size(height, kh, sh, ph), out_size(width, kw, sw, pw)
+    out_per_group = n_out // groups
+    y = np.zeros((n_img, n_out, oh, ow))
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(n_out)
+    for n in range(n_img):
+        for o in range(n_out):
+            first_channel = (o // out_per_group) * cg
+            for i in range(oh):
+                for j in range(ow):
+                    total = 0.0 if b is None else b[o]
+                    g = upstream[n, o, i, j]
+                    for c in range(cg):
+                        for u in range(kh):
+                            for v in range(kw):
+                                row, col = i * sh + u - ph, j * sw + v - pw
+                                if 0 <= row < height and 0 <= col < width:
+                                    total += w[o, c, u, v] * x[n, first_channel + c, row, col]
+                                    dx[n, first_channel + c, row, col] += g * w[o, c, u, v]
+                                    dw[o, c, u, v] += g * x[n, first_channel + c, row, col]
+                    y[n, o, i, j] = total
+                    db[o] += g
+    return y, dx, dw, db
+
+
+# name: (x shape, weight shape, with bias, stride, padding, groups)
+CONV_CASES = {
+    "3x3 stride 2 pad 1 groups 2": ((2, 4, 7, 6), (6, 2, 3, 3), True, (2, 2), (1, 1), 2),
+    "no bias, non-square kernel, stride and padding": ((1, 3, 6, 7), (2, 3, 3, 2), False, (1, 2), (0, 1), 1),
+    "1x1": ((2, 3, 4, 4), (5, 3, 1, 1), True, (1, 1), (0, 0), 1),
+    "11x11 stride 4 (conv1's shape)": ((1, 3, 23, 23), (2, 3, 11, 11), True, (4, 4), (0, 0), 1),
+    "depthwise (groups = channels)": ((1, 3, 5, 5), (3, 1, 3, 3), False, (1, 1), (1, 1), 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv2d_matches_the_loops(case, device, dtype):
+    x_shape, w_shape, with_bias, stride, padding, groups = CONV_CASES[case]
+    x_host, w_host, b_host = host(x_shape, 1), host(w_shape, 2), host(w_shape[0], 3)
+    x, w = leaf(x_host, device, dtype), leaf(w_host, device, dtype)
+    b = leaf(b_host, device, dtype) if with_bias else None
+    y = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+
+    upstream = host(y.shape, 4)
+    y_ref, dx_ref, dw_ref, db_ref = conv2d_loops(
+        as_ref(x_host, dtype),
+        as_ref(w_host, dtype),
+        as_ref(b_host, dtype) if with_bias else None,
+        stride,
+        padding,
+        groups,
+        as_ref(upstream, dtype),
+    )
+    assert_matches(y, y_ref, dtype)
+    y.backward(mg.tensor(upstream.astype(dtype), device=device))
+    assert_matches(x.grad, dx_ref, dtype)
+    assert_matches(w.grad, dw_ref, dtype)
+    if with_bias:
+        assert_matches(b.grad, db_ref, dtype)
+
+
+def test_conv2d_layer_uses_its_parameters(device):
+    layer = nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=1, groups=2).to(device)
+    x = mg.tensor(host((2, 4, 5, 6), 5).astype(np.float32), device=device)
+    expected = F.conv2d(x, layer.weight, layer.bias, (2, 1), 1, 2)
+    np.testing.assert_array_equal(to_host(layer(x).data), to_host(expected.data))
+    assert layer.weight.shape == (6, 2, 3, 2)
+
+
+def test_conv2d_errors_name_the_shapes():
+    x = mg.tensor(np.zeros((1, 4, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"groups=3 must divide both input channels \(4\)"):
+        F.conv2d(x, mg.tensor(np.zeros((3, 2, 3, 3), np.float32)), groups=3)
+    with pytest.raises(ValueError, match=r"expects 3 input channels.*x \(1, 4, 5, 5\) has 4"):
+        F.conv2d(x, mg.tensor(np.zeros((2, 3, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"expects x of shape \(N, C, H, W\), got shape \(4, 5, 5\)"):
+        F.conv2d(x[0], mg.tensor(np.zeros((2, 4, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"spatial size \(5, 5\) is too small for kernel \(7, 7\)"):
+        F.conv2d(x, mg.tensor(np.zeros((2, 4, 7, 7), np.float32)))
+
+
+# ----------------------------------------------------------------------------- max pooling
+
+
+def max_pool_loops(x, kernel, stride, padding, upstream):
+    """y = max over each window, and the gradient of sum(y * upstream).
+
+    Padding never wins. Each window's gradient goes to its FIRST maximum in row-major order (a later
+    element must be strictly larger to take over), so ties send it to the top-left-most candidate.
+    """
+    n_img, channels, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = out_size(height, kh, sh, ph), out_size(width, kw, sw, pw)
+    y = np.zeros((n_img, channels, oh, ow))
+    dx = np.zeros_like(x)
+    for n in range(n_img):
+        for c in range(channels):
+            for i in range(oh):
+                for j in range(ow):
+                    best, winner = -math.inf, None
+                    for u in range(kh):
+                        for v in range(kw):
+                            row, col = i * sh + u - ph, j * sw + v - pw
+                            if 0 <= row < height and 0 <= col < width and x[n, c, row, col] > best:
+                                best, winner = x[n, c, row, col], (row, col)
+                    y[n, c, i, j] = best
+                    dx[n, c, winner[0], winner[1]] += upstream[n, c, i, j]
+    return y, dx
+
+
+# name: (x shape, kernel, stride, padding)
+POOL_CASES = {
+    "3x3 stride 2 (overlapping, the paper's)": ((2, 3, 7, 7), (3, 3), (2, 2), (0, 0)),
+    "3x3 stride 2 on 13x13 (after conv5)": ((1, 2, 13, 13), (3, 3), (2, 2), (0, 0)),
+    "3x3 stride 2 padding 1": ((1, 2, 6, 5), (3, 3), (2, 2), (1, 1)),
+    "2x2, stride = kernel": ((2, 2, 6, 8), (2, 2), (2, 2), (0, 0)),
+    "non-square": ((1, 2, 7, 8), (2, 3), (1, 2), (1, 1)),
+}
+
+
+def pool_input(shape, kind):
+    """'random' values, or 'ties': small integers, so most windows hold several maxima."""
+    if kind == "ties":
+        return np.random.default_rng(6).integers(0, 3, shape).astype(np.float64)
+    return host(shape, 6)
+
+
+@pytest.mark.parametrize("values", ["random", "ties"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool2d_and_its_gradient_match_the_loops(case, values, device, dtype):
+    x_shape, kernel, stride, padding = POOL_CASES[case]
+    x_host = pool_input(x_shape, values)
+    x = leaf(x_host, device, dtype)
+    y = F.max_pool2d(x, kernel, stride, padding)
+    upstream = host(y.shape, 7)
+    y_ref, dx_ref = max_pool_loops(as_ref(x_host, dtype), kernel, stride, padding, as_ref(upstream, dtype))
+    assert_matches(y, y_ref, dtype)
+    y.backward(mg.tensor(upstream.astype(dtype), device=device))
+    assert_matches(x.grad, dx_ref, dtype)
+
+
+def test_max_pool2d_ties_send_the_gradient_to_the_first_maximum(device):
+    # A constant input: every element of a window is a maximum, and the first one is the window's top-left.
+    x = mg.tensor(np.ones((1, 1, 7, 7), np.float32), device=device, requires_grad=True)
+    y = F.max_pool2d(x, 3, 2)
+    y.sum().backward()
+    oh, ow = y.shape[2:]
+    expected = np.zeros((1, 1, 7, 7), np.float32)
+    expected[:, :, 0 : 2 * oh : 2, 0 : 2 * ow : 2] = 1  # the window origins (2i, 2j)
+    np.testing.assert_array_equal(to_host(x.grad.data), expected)
+    assert float(to_host(x.grad.data).sum()) == y.size  # each window's gradient went to exactly one element
+
+
+def test_max_pool2d_stride_defaults_to_the_kernel(device):
+    x = mg.tensor(host((1, 1, 6, 6), 8).astype(np.float32), device=device)
+    np.testing.assert_array_equal(to_host(F.max_pool2d(x, 2).data), to_host(F.max_pool2d(x, 2, 2).data))
+
+
+def test_max_pool2d_refuses_padding_over_half_the_kernel():
+    with pytest.raises(ValueError, match=r"padding \(2, 2\) must be at most half the kernel \(3, 3\)"):
+        F.max_pool2d(mg.tensor(np.zeros((1, 1, 5, 5), np.float32)), 3, 1, padding=2)
+
+
+# ----------------------------------------------------------------------------- average pooling
+
+
+def avg_pool_loops(x, kernel, stride, padding, upstream):
+    """Mean over each KHxKW window, padded zeros included (the divisor is always KH*KW), and its gradient."""
+    n_img, channels, height, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = out_size(height, kh, sh, ph), out_size(width, kw, sw, pw)
+    y = np.zeros((n_img, channels, oh, ow))
+    dx = np.zeros_like(x)
+    for n, c, i, j in itertools.product(range(n_img), range(channels), range(oh), range(ow)):
+        for u, v in itertools.product(range(kh), range(kw)):
+            row, col = i * sh + u - ph, j * sw + v - pw
+            if 0 <= row < height and 0 <= col < width:
+                y[n, c, i, j] += x[n, c, row, col] / (kh * kw)
+                dx[n, c, row, col] += upstream[n, c, i, j] / (kh * kw)
+    return y, dx
+
+
+AVG_CASES = {
+    "2x2": ((2, 2, 6, 6), (2, 2), (2, 2), (0, 0)),
+    "3x3 stride 2 padding 1": ((2, 2, 6, 7), (3, 3), (2, 2), (1, 1)),
+    "non-square, overlapping": ((1, 3, 5, 7), (3, 2), (1, 2), (0, 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(AVG_CASES))
+def test_avg_pool2d_and_its_gradient_match_the_loops(case, device, dtype):
+    x_shape, kernel, stride, padding = AVG_CASES[case]
+    x_host = host(x_shape, 9)
+    x = leaf(x_host, device, dtype)
+    y = F.avg_pool2d(x, kernel, stride, padding)
+    upstream = host(y.shape, 10)
+    y_ref, dx_ref = avg_pool_loops(as_ref(x_host, dtype), kernel, stride, padding, as_ref(upstream, dtype))
+    assert_matches(y, y_ref, dtype)
+    y.backward(mg.tensor(upstream.astype(dtype), device=device))
+    assert_matches(x.grad, dx_ref, dtype)
+
+
+def adaptive_avg_pool_loops(x, output_size, upstream):
+    """Cell (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH)) and the same for columns (PyTorch's rule)."""
+    n_img, channels, height, width = x.shape
+    oh, ow = output_size
+    y = np.zeros((n_img, channels, oh, ow))
+    dx = np.zeros_like(x)
+    for i in range(oh):
+        r0, r1 = math.floor(i * height / oh), math.ceil((i + 1) * height / oh)
+        for j in range(ow):
+            c0, c1 = math.floor(j * width / ow), math.ceil((j + 1) * width / ow)
+            count = (r1 - r0) * (c1 - c0)
+            for n, c in itertools.product(range(n_img), range(channels)):
+                for row, col in itertools.product(range(r0, r1), range(c0, c1)):
+                    y[n, c, i, j] += x[n, c, row, col] / count
+                    dx[n, c, row, col] += upstream[n, c, i, j] / count
+    return y, dx
+
+
+ADAPTIVE_CASES = {
+    "7x5 to 3x2 (no size divides)": ((2, 2, 7, 5), (3, 2)),
+    "6x6 to 4x4": ((1, 3, 6, 6), (4, 4)),
+    "13x13 to 6x6 (torchvision's AlexNet)": ((1, 2, 13, 13), (6, 6)),
+    "same size": ((1, 2, 5, 5), (5, 5)),
+    "global average": ((2, 2, 4, 6), (1, 1)),
+    "larger than the input": ((1, 1, 3, 3), (5, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(ADAPTIVE_CASES))
+def test_adaptive_avg_pool2d_and_its_gradient_match_the_loops(case, device, dtype):
+    x_shape, output_size = ADAPTIVE_CASES[case]
+    x_host = host(x_shape, 11)
+    x = leaf(x_host, device, dtype)
+    y = F.adaptive_avg_pool2d(x, output_size)
+    upstream = host(y.shape, 12)
+    y_ref, dx_ref = adaptive_avg_pool_loops(as_ref(x_host, dtype), output_size, as_ref(upstream, dtype))
+    assert_matches(y, y_ref, dtype)
+    y.backward(mg.tensor(upstream.astype(dtype), device=device))
+    assert_matches(x.grad, dx_ref, dtype)
+
+
+# ----------------------------------------------------------------------------- local response normalisation
+
+
+def lrn_paper_loops(a, n, k, alpha, beta):
+    """The paper's formula (Krizhevsky et al. 2012, Sec. 3.3), for an odd window size n:
+
+    b[:, i] = a[:, i] / (k + alpha * sum_{j = max(0, i - n//2)}^{min(C - 1, i + n//2)} a[:, j]^2) ** beta
+    """
+    channels = a.shape[1]
+    b = np.empty_like(a)
+    for i in range(channels):
+        total = np.zeros_like(a[:, i])
+        for j in range(max(0, i - n // 2), min(channels - 1, i + n // 2) + 1):
+            total += a[:, j] ** 2
+        b[:, i] = a[:, i] / (k + alpha * total) ** beta
+    return b
+
+
+# name: (size n, k, alpha, beta, scale of the activations)
+LRN_SETTINGS = {
+    # Activations of a few tens (ReLU outputs of conv1), so that alpha * sum a^2 is comparable with k.
+    "paper constants": (5, 2.0, 1e-4, 0.75, 30.0),
+    "n 3, beta 0.6": (3, 1.0, 0.5, 0.6, 1.0),
+}
+
+
+@pytest.mark.parametrize("alpha_over_size", [False, True], ids=["paper alpha", "caffe alpha over size"])
+@pytest.mark.parametrize("setting", list(LRN_SETTINGS))
+def test_local_response_norm_matches_the_papers_formula(setting, alpha_over_size, device, dtype):
+    n, k, alpha, beta, scale = LRN_SETTINGS[setting]
+    a_host = np.abs(host((2, 7, 3, 4), 13)) * scale
+    a = leaf(a_host, device, dtype)
+    y = F.local_response_norm(a, n, alpha, beta, k, alpha_over_size=alpha_over_size)
+    a_ref = as_ref(a_host, dtype)
+    expected = lrn_paper_loops(a_ref, n, k, alpha / n if alpha_over_size else alpha, beta)
+    assert_matches(y, expected, dtype)
+    # The two conventions really differ on these inputs, so the test tells them apart.
+    other = lrn_paper_loops(a_ref, n, k, alpha if alpha_over_size else alpha / n, beta)
+    assert np.abs(other - expected).max() > 1000 * TOL[dtype]["rtol"] * np.abs(expected).max()
+
+
+def test_local_response_norm_with_an_even_size_takes_one_more_channel_before(device, dtype):
+    # For even n the window is [i - n//2, i + n//2 - 1] (PyTorch's and Caffe's convention): n channels in all.
+    n, k, alpha, beta = 4, 1.0, 0.3, 0.75
+    a_host = host((1, 6, 2, 2), 14)
+    y = F.local_response_norm(leaf(a_host, device, dtype), n, alpha, beta, k)
+    a = as_ref(a_host, dtype)
+    expected = np.empty_like(a)
+    for i in range(a.shape[1]):
+        window = range(max(0, i - n // 2), min(a.shape[1] - 1, i + n // 2 - 1) + 1)
+        total = sum(a[:, j] ** 2 for j in window)
+        expected[:, i] = a[:, i] / (k + alpha * total) ** beta
+    assert_matches(y, expected, dtype)
+
+
+def test_local_response_norm_layer_takes_either_convention(device):
+    a = mg.tensor((np.abs(host((1, 5, 2, 2), 15)) * 30).astype(np.float32), device=device)
+    for alpha_over_size in (False, True):
+        layer = nn.LocalResponseNorm(alpha_over_size=alpha_over_size)
+        expected = F.local_response_norm(a, 5, 1e-4, 0.75, 2.0, alpha_over_size)
+        np.testing.assert_array_equal(to_host(layer(a).data), to_host(expected.data))
+    assert "alpha_over_size=True" in repr(nn.LocalResponseNorm(alpha_over_size=True))
+    assert "alpha_over_size" not in repr(nn.LocalResponseNorm())
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_zeroes_or_scales_each_element(p, device, dtype):
+    x_host = host((200, 500), 16, low=1.0, high=2.0)  # no zeros, so a zero in y means "dropped"
+    x = leaf(x_host, device, dtype)
+    y = F.dropout(x, p, training=True)
+    y_host, x_ref = to_host(y.data), as_ref(x_host, dtype)
+    kept = y_host != 0
+    np.testing.assert_allclose(y_host[kept], x_ref[kept] / (1 - p), **TOL[dtype])
+    # 100,000 independent draws: the kept fraction is 1 - p give or take 0.0016 (one standard deviation).
+    assert abs(kept.mean() - (1 - p)) < 0.01
+    y.sum().backward()  # the gradient uses the same mask
+    np.testing.assert_allclose(to_host(x.grad.data), kept / (1 - p), **TOL[dtype])
+
+
+def test_dropout_masks_repeat_with_the_same_seed(device):
+    x = mg.tensor(np.ones((50, 40), np.float32), device=device)
+    backend.manual_seed(5)
+    first, second = to_host(F.dropout(x, 0.5).data), to_host(F.dropout(x, 0.5).data)
+    backend.manual_seed(5)
+    np.testing.assert_array_equal(to_host(F.dropout(x, 0.5).data), first)
+    assert not np.array_equal(first, second)  # consecutive calls draw new masks
+
+
+def test_dropout_is_the_identity_when_not_training(device):
+    x = mg.tensor(host((3, 4), 17).astype(np.float32), device=device, requires_grad=True)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 0.0) is x
+    layer = nn.Dropout(0.5)
+    assert layer.eval()(x) is x
+    assert layer.train()(x) is not x
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1])
+def test_dropout_probability_must_be_in_0_1(p):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        F.dropout(mg.tensor([1.0]), p)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        nn.Dropout(p)
+
+
+# ----------------------------------------------------------------------------- linear, softmax, cross-entropy
+
+
+def linear_loops(x, w, b):
+    """y[n, o] = b[o] + sum_i x[n, i] * w[o, i]."""
+    y = np.zeros((x.shape[0], w.shape[0]))
+    for n in range(x.shape[0]):
+        for o in range(w.shape[0]):
+            y[n, o] = b[o] + sum(x[n, i] * w[o, i] for i in range(x.shape[1]))
+    return y
+
+
+def test_linear_matches_the_loops(device, dtype):
+    x_host, w_host, b_host = host((4, 5), 18), host((3, 5), 19), host(3, 20)
+    y = F.linear(leaf(x_host, device, dtype), leaf(w_host, device, dtype), leaf(b_host, device, dtype))
+    assert_matches(y, linear_loops(as_ref(x_host, dtype), as_ref(w_host, dtype), as_ref(b_host, dtype)), dtype)
+    y_no_bias = F.linear(leaf(x_host, device, dtype), leaf(w_host, device, dtype))
+    assert_matches(y_no_bias, linear_loops(as_ref(x_host, dtype), as_ref(w_host, dtype), np.zeros(3)), dtype)
+
+
+def test_linear_layer_uses_its_parameters(device):
+    layer = nn.Linear(5, 3).to(device)
+    x_host = host((4, 5), 21).astype(np.float32)
+    y = layer(mg.tensor(x_host, device=device))
+    expected = linear_loops(x_host, layer.weight.numpy(), layer.bias.numpy())
+    np.testing.assert_allclose(to_host(y.data), expected, **TOL[np.float32])
+
+
+def test_linear_with_the_wrong_number_of_features_says_so():
+    with pytest.raises(ValueError, match=r"x has 4 features but weight \(3, 5\) expects 5"):
+        F.linear(mg.tensor(np.zeros((2, 4))), mg.tensor(np.zeros((3, 5))))
+
+
+def log_softmax_loops(x):
+    """Row by row: log softmax(x)_k = x_k - m - log(sum_j exp(x_j - m)), with m the row's maximum."""
+    out = np.empty_like(x)
+    for n in range(x.shape[0]):
+        m = max(x[n])
+        total = sum(math.exp(v - m) for v in x[n])
+        for k in range(x.shape[1]):
+            out[n, k] = x[n, k] - m - math.log(total)
+    return out
+
+
+def test_log_softmax_and_softmax_match_the_loops(device, dtype):
+    x_host = host((4, 6), 22) * 3
+    x = leaf(x_host, device, dtype)
+    expected = log_softmax_loops(as_ref(x_host, dtype))
+    assert_matches(F.log_softmax(x), expected, dtype)
+    assert_matches(F.softmax(x), np.exp(expected), dtype)
+    # axis=0 normalises columns: the same as rows of the transpose.
+    assert_matches(F.log_softmax(x, axis=0), log_softmax_loops(as_ref(x_host, dtype).T).T, dtype)
+
+
+def test_log_softmax_is_stable_for_huge_logits(device, dtype):
+    x_host = np.array([[1000.0, 0.0, -1000.0], [999.0, 1000.0, 1000.0]])
+    y = F.log_softmax(leaf(x_host, device, dtype))
+    assert np.isfinite(to_host(y.data)).all()
+    assert_matches(y, log_softmax_loops(x_host), dtype)
+
+
+def cross_entropy_loops(logits, labels):
+    """Mean over the rows of -log softmax(logits)[n, labels[n]], and its gradient (softmax - one_hot) / N."""
+    logp = log_softmax_loops(logits)
+    n_rows = logits.shape[0]
+    loss = 0.0
+    grad = np.exp(logp) / n_rows
+    for n in range(n_rows):
+        loss -= logp[n, labels[n]] / n_rows
+        grad[n, labels[n]] -= 1 / n_rows
+    return loss, grad
+
+
+@pytest.mark.parametrize("label_kind", ["list", "numpy", "tensor"])
+def test_cross_entropy_and_its_gradient_match_the_loops(label_kind, device, dtype):
+    logits_host = host((5, 4), 23) * 2
+    labels = [3, 0, 0, 2, 1]
+    given = {
+        "list": labels,
+        "numpy": np.array(labels),
+        "tensor": mg.tensor(labels, device=device),
+    }[label_kind]
+    logits = leaf(logits_host, device, dtype)
+    loss = F.cross_entropy(logits, given)
+    loss_ref, grad_ref = cross_entropy_loops(as_ref(logits_host, dtype), labels)
+    assert loss.shape == ()
+    assert_matches(loss, loss_ref, dtype)
+    loss.backward()
+    assert_matches(logits.grad, grad_ref, dtype)
+
+
+def test_cross_entropy_is_stable_for_huge_logits(device, dtype):
+    logits_host = np.array([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 999.0]])
+    labels = [0, 2]
+    loss = F.cross_entropy(leaf(logits_host, device, dtype), labels)
+    loss_ref, _ = cross_entropy_loops(logits_host, labels)
+    assert math.isfinite(loss.item())
+    assert_matches(loss, loss_ref, dtype)
+
+
+@pytest.mark.parametrize("bad", [[0, 5, 1], [-1, 0, 1]])
+def test_cross_entropy_labels_out_of_range_name_the_range(bad, device):
+    logits = mg.tensor(np.zeros((3, 5), np.float32), device=device)
+    with pytest.raises(ValueError, match=rf"labels must be in \[0, 5\), found values in \[{min(bad)}, {max(bad)}\]"):
+        F.cross_entropy(logits, bad)
+
+
+def test_cross_entropy_refuses_float_labels(device):
+    logits = mg.tensor(np.zeros((2, 3), np.float32), device=device)
+    with pytest.raises(TypeError, match="labels must be integers, got float"):
+        F.cross_entropy(logits, np.array([0.0, 1.0]))
+
+
+def test_cross_entropy_needs_one_label_per_row():
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\), got \(2,\)"):
+        F.cross_entropy(mg.tensor(np.zeros((3, 4), np.float32)), [0, 1])
