@@ -298,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_model_switches(t)
-    t.add_argument("--data", default=None, help="data folder (Fashion-MNIST IDX files, or an image folder)")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="data folder (Fashion-MNIST IDX files, or an image folder); 'bundled' forces the subset in the package",
+    )
     t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     t.add_argument("--epochs", type=int, default=3, help="number of passes over the training set")
     t.add_argument("--batch-size", type=int, default=128, help="images per step (the paper: 128)")

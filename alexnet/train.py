@@ -103,7 +103,8 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
     only used at the end.
     """
     if in_channels == 1:
-        ds = data.load_fashion_mnist(cfg.data)
+        bundled = cfg.data == "bundled"
+        ds = data.load_fashion_mnist(None if bundled else cfg.data, subset=bundled)
         if ds.train.images.shape[-1] != image_size:
             raise ValueError(f"Fashion-MNIST images are 28x28 but the model expects {image_size}x{image_size}")
         train_x, train_y = ds.train.images, ds.train.labels

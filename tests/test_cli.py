@@ -1,0 +1,90 @@
+"""The `alexnet` command line: help texts, errors, and a small end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.cli import build_parser, main
+from alexnet.data import load_fashion_mnist
+from minigrad import backend
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "plot", "summary", "gradcheck"])
+def test_every_command_explains_its_options(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # no line wrapping inside "(default: ...)"
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: alexnet" in text
+    if command == "train":
+        for option in ["--model", "--data", "--device", "--epochs", "--batch-size", "--lr", "--optimizer",
+                       "--seed", "--out", "--resume", "--no-lrn", "--groups", "--no-overlap", "--width"]:  # fmt: skip
+            assert option in text
+        assert "(default: 0.01)" in text and "(default: 128)" in text
+
+
+def test_summary_prints_the_layer_table(capsys):
+    assert main(["summary", "--model", "alexnet"]) == 0
+    out = capsys.readouterr().out
+    assert "60,965,224" in out and "MFLOPs" in out
+
+
+@pytest.mark.skipif(backend.gpu_available(), reason="checks the message shown when no GPU is usable")
+def test_asking_for_a_gpu_without_one_says_why(capsys):
+    assert main(["train", "--device", "gpu"]) == 2
+    assert "no GPU is usable" in capsys.readouterr().err
+
+
+def test_an_unknown_device_is_named(capsys):
+    assert main(["train", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_train_eval_predict_and_plot_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", "bundled", "--epochs", "1", "--max-train-images", "512", "--val-size", "100",
+                 "--width", "0.5", "--out", str(run), "--no-progress"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test (2,000 images): top-1 accuracy" in out and "plots:" in out
+    for name in ["curves.png", "conv1_kernels.png", "predictions.png", "nearest_neighbours.png"]:
+        assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["epoch"] == 1 and {"train_loss", "val_top1_error", "val_top5_error", "lr"} <= set(metrics[0])
+
+    assert main(["eval", str(run), "--data", "bundled"]) == 0
+    report = capsys.readouterr().out
+    test_json = json.loads((run / "test.json").read_text())
+    assert f"top-1 error {100 * test_json['test_top1_error']:.2f}%" in report
+
+    image = load_fashion_mnist(subset=True).test.images[0, 0]
+    path = tmp_path / "shirt.png"
+    Image.fromarray(image).save(path)
+    assert main(["predict", str(run), str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(path) and len(lines) == 6
+    probs = [float(line.split("%")[0]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
+
+    assert main(["plot", str(run)]) == 0
+    assert "conv1_kernels.png" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing.npz")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_the_model_gradcheck_command_passes(capsys):
+    code = main(["gradcheck", "--model", "alexnet-tiny", "--width", "0.25", "--max-elements", "16"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "features.0.weight" in out and "PASS: alexnet-tiny" in out
+    assert np.all(["FAIL" not in line for line in out.splitlines()])

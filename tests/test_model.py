@@ -1,0 +1,110 @@
+"""The AlexNet family: the paper's exact architecture, its initialisation, and the ablation switches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from alexnet.model import CONFIGS, build_model, format_summary, model_from_config, summarize
+from minigrad import nn
+
+
+def test_the_paper_model_has_60965224_parameters():
+    assert build_model("alexnet").num_parameters() == 60_965_224
+
+
+def test_the_paper_model_has_the_papers_layers():
+    model = build_model("alexnet")
+    convs = model.conv_layers
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    assert [c.kernel_size for c in convs] == [(11, 11), (5, 5), (3, 3), (3, 3), (3, 3)]
+    assert [c.stride for c in convs] == [(4, 4), (1, 1), (1, 1), (1, 1), (1, 1)]
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # the two-GPU split of conv2, conv4, conv5
+    lrn = [m for m in model.features if isinstance(m, nn.LocalResponseNorm)]
+    assert [(m.size, m.alpha, m.beta, m.k, m.alpha_over_size) for m in lrn] == [(5, 1e-4, 0.75, 2.0, False)] * 2
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [((3, 3), (2, 2))] * 3  # overlapping
+    assert (model.fc6.in_features, model.fc6.out_features, model.fc8.out_features) == (9216, 4096, 1000)
+    dropouts = [m.p for m in model.classifier if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.5, 0.5]
+
+
+def test_lrn_comes_after_the_relu_of_conv1_and_conv2_and_before_pooling():
+    names = [type(m).__name__ for m in build_model("alexnet").features]
+    assert names[:8] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d", "Conv2d", "ReLU", "LocalResponseNorm",
+                         "MaxPool2d"]  # fmt: skip
+
+
+def test_the_paper_initialisation():
+    mg.manual_seed(0)
+    model = build_model("alexnet")
+    layers = [*model.conv_layers, model.fc6, model.fc7, model.fc8]
+    for layer in layers:
+        w = layer.weight.numpy()
+        assert w.dtype == np.float32
+        assert abs(float(w.std()) - 0.01) < 0.001 and abs(float(w.mean())) < 0.001
+    biases = [float(layer.bias.numpy().mean()) for layer in layers]
+    # biases of 1 in conv2, conv4, conv5, fc6 and fc7 ("accelerates the early stages of learning"), 0 elsewhere
+    assert biases == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_variant_maps_its_input_to_class_scores(name):
+    model = build_model(name)
+    cfg = model.config
+    x = mg.zeros((2, cfg.in_channels, cfg.image_size, cfg.image_size))
+    with mg.no_grad():
+        assert model.eval()(x).shape == (2, cfg.num_classes)
+
+
+def test_the_small_variants_are_built_by_the_same_code():
+    tiny = build_model("alexnet-tiny")
+    assert type(tiny) is type(build_model("alexnet"))
+    assert (tiny.config.in_channels, tiny.config.image_size, tiny.config.num_classes) == (1, 28, 10)
+    assert [c.groups for c in tiny.conv_layers] == [1, 2, 1, 2, 2]
+
+
+def test_the_ablation_switches():
+    plain = build_model("alexnet-tiny", lrn=False, groups=1, overlap=False, width=0.5, num_classes=7)
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in plain.features)
+    assert all(c.groups == 1 for c in plain.conv_layers)
+    assert all(m.kernel_size == (2, 2) for m in plain.features if isinstance(m, nn.MaxPool2d))
+    assert plain.conv_layers[0].out_channels == 8 and plain.fc8.out_features == 7
+    assert plain(mg.zeros((1, 1, 28, 28))).shape == (1, 7)
+
+
+def test_wrong_input_shapes_and_options_are_named():
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, 28, 28\), got \(2, 3, 28, 28\)"):
+        build_model("alexnet-tiny")(mg.zeros((2, 3, 28, 28)))
+    with pytest.raises(ValueError, match="unknown model 'alexnet-huge'"):
+        build_model("alexnet-huge")
+    with pytest.raises(ValueError, match="cannot be split into 3 groups"):
+        build_model("alexnet-tiny", groups=3)
+
+
+def test_a_model_rebuilds_from_its_saved_config():
+    import dataclasses
+
+    model = build_model("alexnet-tiny", lrn=False, width=0.5)
+    again = model_from_config(dataclasses.asdict(model.config))
+    assert again.config == model.config
+    assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
+
+
+def test_the_summary_counts_flops_and_parameters():
+    model = build_model("alexnet")
+    rows = {r.name: r for r in summarize(model)}
+    assert rows["conv1"].output_shape == (96, 55, 55)
+    assert rows["conv1"].flops == 2 * 96 * 55 * 55 * 3 * 11 * 11 + 96 * 55 * 55
+    assert rows["fc6"].params == 9216 * 4096 + 4096
+    text = format_summary(model)
+    assert "60,965,224" in text and "conv5" in text and "256x6x6" in text
+
+
+def test_fc7_features_for_nearest_neighbours():
+    model = build_model("alexnet-tiny").eval()
+    with mg.no_grad():
+        feats = model.extract_features(mg.zeros((3, 1, 28, 28)))
+    assert feats.shape == (3, model.config.fc_width)
+    assert (feats.numpy() >= 0).all()  # taken after the ReLU

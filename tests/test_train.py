@@ -1,0 +1,224 @@
+"""Training runs: resuming gives exactly the uninterrupted weights; failures are loud and lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alexnet import checkpoint as ckpt
+from alexnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from alexnet.train import TrainConfig, TrainingDiverged, load_model, restore_model, train
+from alexnet.model import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(out: Path, **overrides) -> TrainConfig:
+    """A run that takes a second or two: 640 training images of the bundled subset, 2 epochs."""
+    settings = dict(
+        model="alexnet-tiny",
+        data="bundled",
+        epochs=2,
+        batch_size=64,
+        max_train_images=640,
+        val_size=200,
+        width=0.5,
+        out=str(out),
+        progress=False,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def quiet(*_: object) -> None:
+    pass
+
+
+def weights(run_dir: Path) -> dict[str, np.ndarray]:
+    arrays, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    return arrays
+
+
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "straight"
+    result = train(small_config(run), log=quiet)
+    assert not result.stopped_early and len(result.metrics) == 2
+    return run
+
+
+def test_stopping_mid_epoch_and_resuming_ends_with_the_same_weights(uninterrupted, tmp_path):
+    run = tmp_path / "stopped"
+    stopped = train(small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (2, 3), log=quiet)
+    assert stopped.stopped_early and stopped.test is None
+    _, meta = load_checkpoint(run / "checkpoint.npz")
+    assert (meta["state"]["epoch"], meta["state"]["batch"]) == (2, 4)
+
+    resumed = train(small_config(run), resume=run, log=quiet)
+    assert not resumed.stopped_early
+    # Model, optimizer velocities, everything: bit for bit.
+    assert_same_arrays(weights(uninterrupted), weights(run))
+    straight_metrics = [m["val_top1_error"] for m in train_metrics(uninterrupted)]
+    assert [m["val_top1_error"] for m in train_metrics(run)] == straight_metrics
+
+
+def train_metrics(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resuming_a_finished_epoch_with_more_epochs_matches(uninterrupted, tmp_path):
+    run = tmp_path / "short"
+    train(small_config(run, epochs=1), log=quiet)
+    train(small_config(run, epochs=2), resume=run, log=quiet)
+    assert_same_arrays(weights(uninterrupted), weights(run))
+
+
+def test_a_killed_process_resumes_to_the_same_weights(uninterrupted, tmp_path):
+    """SIGKILL (no chance to save) while epoch 2 runs; the epoch-1 checkpoint is intact and resumes exactly."""
+    run = tmp_path / "killed"
+    args = [
+        sys.executable, "-m", "alexnet.cli", "train", "--data", "bundled", "--epochs", "2", "--batch-size", "64",
+        "--max-train-images", "640", "--val-size", "200", "--width", "0.5", "--out", str(run),
+        "--no-progress", "--no-plots",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint.npz").exists(), proc.stderr.read().decode()
+    assert not list(run.glob("*.tmp")), "a temporary checkpoint file was left behind"
+    train(small_config(run), resume=run, log=quiet)
+    assert_same_arrays(weights(uninterrupted), weights(run))
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "diverged"
+    result = {}
+
+    def poison(epoch: int, batch: int) -> bool:
+        if (epoch, batch) == (2, 1):
+            model = result["model"]
+            model.parameters()[0].data[...] = np.nan
+        return False
+
+    import alexnet.train as train_module
+
+    original = train_module.make_optimizer
+
+    def capture(cfg, model):
+        result["model"] = model
+        return original(cfg, model)
+
+    train_module.make_optimizer = capture
+    try:
+        with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last good checkpoint"):
+            train(small_config(run), after_batch=poison, log=quiet)
+    finally:
+        train_module.make_optimizer = original
+    _, meta = load_checkpoint(run / "checkpoint.npz")
+    assert (meta["state"]["epoch"], meta["state"]["batch"]) == (2, 0)  # the end of epoch 1, untouched
+    model, _ = load_model(run / "checkpoint.npz")
+    assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+
+
+def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(small_config(uninterrupted), log=quiet)
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"w": np.arange(3.0)}, {"note": "first"})
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ckpt.np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"w": np.arange(4.0)}, {"note": "second"})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    good = save_checkpoint(tmp_path / "good.npz", {"w": np.ones(1000)}, {})
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"hello, not a zip file")
+    with pytest.raises(CheckpointError, match="garbage.npz"):
+        load_checkpoint(garbage)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, w=np.ones(2))
+    with pytest.raises(CheckpointError, match="not an AlexNet checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_a_checkpoint_of_another_model_is_refused(uninterrupted):
+    with pytest.raises(CheckpointError, match="holds a 'alexnet-tiny' model, not 'alexnet'"):
+        load_model(uninterrupted / "checkpoint.npz", expect_model="alexnet")
+    arrays, _ = load_checkpoint(uninterrupted / "checkpoint.npz")
+    state = ckpt.split_prefix(arrays, "model")
+    wider = build_model("alexnet-tiny")  # full width; the run used width 0.5
+    with pytest.raises(CheckpointError, match="different model.*shape"):
+        restore_model(wider, state)
+    other = build_model("alexnet-small", num_classes=10)
+    with pytest.raises(CheckpointError, match="different model"):
+        restore_model(other, state)
+
+
+def test_a_checkpoint_round_trip_gives_the_same_predictions(uninterrupted):
+    model, meta = load_model(uninterrupted)
+    again, _ = load_model(uninterrupted / "checkpoint.npz")
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    import minigrad as mg
+
+    model.eval()
+    again.eval()
+    np.testing.assert_array_equal(model(mg.tensor(x)).numpy(), again(mg.tensor(x)).numpy())
+    assert meta["class_names"][0] == "T-shirt/top"
+
+
+def test_a_colour_model_trains_on_an_image_folder(tmp_path):
+    """The full-size pipeline (resize, random crops, flips, PCA lighting, 10-crop test) on generated JPEGs."""
+    from alexnet.data import make_fake_imagefolder
+
+    root = tmp_path / "images"
+    make_fake_imagefolder(root / "train", ["n01", "n02", "n03"], per_class=8, size=[(90, 80), (80, 100)], seed=0)
+    make_fake_imagefolder(root / "val", ["n01", "n02", "n03"], per_class=3, size=(96, 96), seed=1)
+    cfg = TrainConfig(
+        model="alexnet-small", data=str(root), epochs=1, batch_size=8, val_size=3, out=str(tmp_path / "run"),
+        progress=False, ten_crop=True, width=0.5,
+    )  # fmt: skip
+    result = train(cfg, log=quiet)
+    assert result.model.config.num_classes == 3
+    assert result.data.train_images.shape[1:] == (3, 73, 73)  # 64 * 256 / 224: the paper's resize ratio
+    assert result.data.eigvals is not None and result.data.eigvals.shape == (3,)
+    assert result.test is not None and result.test.count == 9
+    assert 0.0 <= result.test.top1_error <= 1.0 and result.test.top5_error == 0.0  # only 3 classes
