@@ -14,8 +14,8 @@ import pytest
 
 from alexnet import checkpoint as ckpt
 from alexnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from alexnet.train import TrainConfig, TrainingDiverged, load_model, restore_model, train
 from alexnet.model import build_model
+from alexnet.train import TrainConfig, TrainingDiverged, load_model, restore_model, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path):
         load_checkpoint(truncated)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"hello, not a zip file")
-    with pytest.raises(CheckpointError, match="garbage.npz"):
+    with pytest.raises(CheckpointError, match=r"garbage\.npz"):
         load_checkpoint(garbage)
     plain = tmp_path / "plain.npz"
     np.savez(plain, w=np.ones(2))
@@ -186,7 +186,7 @@ def test_a_checkpoint_of_another_model_is_refused(uninterrupted):
     arrays, _ = load_checkpoint(uninterrupted / "checkpoint.npz")
     state = ckpt.split_prefix(arrays, "model")
     wider = build_model("alexnet-tiny")  # full width; the run used width 0.5
-    with pytest.raises(CheckpointError, match="different model.*shape"):
+    with pytest.raises(CheckpointError, match=r"different model.*shape"):
         restore_model(wider, state)
     other = build_model("alexnet-small", num_classes=10)
     with pytest.raises(CheckpointError, match="different model"):
