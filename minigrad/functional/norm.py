@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 from minigrad import backend
-from minigrad.backend import get_array_module
+from minigrad.kernels import lrn_backward, lrn_forward
 from minigrad.tensor import Array, Function, Tensor
 
 
-def _channel_window_sum(a: Array, before: int, after: int) -> Array:
-    """s[:, i] = sum of a[:, j] for j in [i - before, i + after] (clipped to the channels).
-
-    One cumulative sum along the channels, so the cost is O(N*C*H*W) whatever the
-    window size, instead of one shifted copy per neighbour.
-    """
-    xp = get_array_module(a)
-    n, c = a.shape[:2]
-    padded = xp.zeros((n, c + before + after + 1, *a.shape[2:]), dtype=a.dtype)
-    padded[:, before + 1 : before + 1 + c] = a
-    csum = xp.cumsum(padded, axis=1)
-    size = before + after + 1
-    return csum[:, size : size + c] - csum[:, :c]
-
-
-def _pow_neg_beta(scale: Array, beta: float) -> Array:
-    """scale ** -beta; for the paper's beta = 0.75, sqrt(s) * sqrt(sqrt(s)) is several times faster than pow."""
-    xp = get_array_module(scale)
-    if beta == 0.75:
-        root = xp.sqrt(scale)
-        return 1 / (root * xp.sqrt(root))
-    return scale ** (-beta)
-
-
 class LocalResponseNorm(Function):
+    # The raw-array work (window sums, s^-beta, the fused Numba loops and their xp-generic twins) lives in
+    # `minigrad.kernels.lrn`; this class only keeps what the backward pass needs: x and scale.
     def forward(self, x: Array) -> Array:
-        size = self.size
         # Window for channel i: [i - size//2, i + (size-1)//2] (symmetric for odd sizes, as in the paper).
-        self.before, self.after = size // 2, (size - 1) // 2
-        scale = _channel_window_sum(x * x, self.before, self.after)
-        scale *= x.dtype.type(self.alpha_eff)
-        scale += x.dtype.type(self.k)
+        y, scale = lrn_forward(x, self.size, self.alpha_eff, self.beta, self.k)
         self.x, self.scale = x, scale
-        self.inv = _pow_neg_beta(scale, self.beta)
-        return x * self.inv
+        return y
 
     def backward(self, grad: Array) -> Array:
         # y_j = x_j * s_j^-b with s_j = k + a * sum_{i in win(j)} x_i^2, so
         # dL/dx_i = g_i s_i^-b - 2ab x_i * sum_{j : i in win(j)} g_j x_j s_j^(-b-1).
         # The set {j : i in win(j)} is the mirrored window (before and after swapped).
-        x, scale, inv = self.x, self.scale, self.inv
-        t = grad * x * inv / scale
-        back = _channel_window_sum(t, self.after, self.before)
-        coef = x.dtype.type(2 * self.alpha_eff * self.beta)
-        return grad * inv - coef * x * back
+        return lrn_backward(grad, self.x, self.scale, self.size, self.alpha_eff, self.beta, self.k)
 
 
 def local_response_norm(

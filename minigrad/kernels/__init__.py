@@ -1,4 +1,6 @@
-"""Convolution and pooling kernels on raw arrays (no autograd: the ops in `minigrad.functional` call these).
+"""Convolution, pooling and local response normalisation kernels on raw arrays.
+
+No autograd here: the ops in `minigrad.functional` call these.
 
 Every public kernel dispatches: NumPy float32/float64 input goes to a compiled Numba loop when Numba is
 usable, anything else (CuPy arrays, float16, no Numba) to an `xp`-generic version that runs on any backend.
@@ -7,6 +9,14 @@ Both versions are exported too, so they can be compared.
 
 from ._numba import NumbaUnavailable, force_generic, numba_available
 from .im2col import col2im, col2im_generic, col2im_numba, im2col, im2col_generic, im2col_numba, output_size
+from .lrn import (
+    lrn_backward,
+    lrn_backward_generic,
+    lrn_backward_numba,
+    lrn_forward,
+    lrn_forward_generic,
+    lrn_forward_numba,
+)
 from .pooling import (
     ARGMAX_DTYPE,
     max_pool2d_backward,
@@ -27,6 +37,12 @@ __all__ = [
     "im2col",
     "im2col_generic",
     "im2col_numba",
+    "lrn_backward",
+    "lrn_backward_generic",
+    "lrn_backward_numba",
+    "lrn_forward",
+    "lrn_forward_generic",
+    "lrn_forward_numba",
     "max_pool2d_backward",
     "max_pool2d_backward_generic",
     "max_pool2d_backward_numba",

@@ -38,6 +38,7 @@ _warned = False
 _forced_generic = 0  # how many `force_generic()` blocks are open
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+SERIAL_BELOW = 1 << 15  # elements in the largest array: smaller kernels run on one thread
 
 
 class NumbaUnavailable(RuntimeError):
@@ -74,7 +75,7 @@ def _warn_once() -> None:
         _warned = True
         warnings.warn(
             f"Numba is unavailable: {_failure}. minigrad uses its slower generic NumPy kernels "
-            "(im2col, col2im, pooling) for the rest of this process.",
+            "(im2col, col2im, pooling, LRN) for the rest of this process.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -114,7 +115,18 @@ def run(kernel: Callable[..., None], *args: Any) -> None:
         _warn_once()
         raise NumbaUnavailable(f"Numba is unavailable: {_failure}")
     try:
-        kernel(*args)
+        largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+        if largest < SERIAL_BELOW:
+            # Waking the parallel thread pool costs more than a small kernel's whole work (and up to
+            # milliseconds when the other core is busy): small inputs run on the calling thread.
+            previous = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                kernel(*args)
+            finally:
+                numba.set_num_threads(previous)
+        else:
+            kernel(*args)
     except MemoryError:
         raise  # the generic path would need even more memory; this is not Numba's fault
     except Exception as exc:
@@ -237,3 +249,142 @@ def max_pool_backward_kernel(dout, argmax, dx, kw, sh, sw, ph, pw):  # pragma: n
                 w = ow * sw + (k - i * kw) - pw
                 if 0 <= h < height and 0 <= w < width:
                     dx[p, h, w] += dout[p, oh, ow]
+
+
+# ----------------------------------------------------------------------------- local response normalisation
+#
+# Arrays are (N, C, P) and C-contiguous: P = H*W (or L), so one channel of one image is a contiguous row.
+# A task is one image and one block of positions [p0, p1); it walks the channels in order and keeps, per
+# position, a running window sum: add the channel that enters the window, subtract the one that leaves.
+# That is O(N*C*P) whatever the window size, and every inner loop has unit stride.
+#
+# A plain running sum drifts: once a large value has left the window, the rounding error of adding it
+# stays behind (about 1e-7 of it in float32, 1e-16 in float64) and swamps a small window that follows.
+# So the sum is kept in float64 as two numbers, hi + lo, where lo collects the exact rounding error of
+# every addition (Knuth's TwoSum, exact in IEEE arithmetic without fastmath): the result is about as accurate
+# as summing each window from scratch, for float32 and float64 data alike (tests/test_kernels_lrn.py checks it).
+
+if numba is not None:
+    _jit_helper = numba.njit(cache=True, fastmath=False)  # called from the parallel kernels, inlined by LLVM
+else:
+
+    def _jit_helper(function: Callable[..., Any]) -> Callable[..., Any]:
+        return function
+
+
+# How the kernels raise s to the power beta: pow is slow, square roots are fast (and exact to round-off).
+LRN_BETA_POW, LRN_BETA_075, LRN_BETA_05, LRN_BETA_1 = 0, 1, 2, 3
+
+
+def lrn_beta_mode(beta: float) -> int:
+    """The cheapest exact way to compute s ** beta for this beta (one of the LRN_BETA_* codes)."""
+    return {0.75: LRN_BETA_075, 0.5: LRN_BETA_05, 1.0: LRN_BETA_1}.get(float(beta), LRN_BETA_POW)
+
+
+@_jit_helper
+def _lrn_power(s, den, beta, mode):  # pragma: no cover (compiled)
+    """den[q] = s[q] ** beta for a row of positive s; one loop per mode, so each one vectorises."""
+    if mode == LRN_BETA_075:
+        for q in range(s.shape[0]):
+            r = np.sqrt(s[q])
+            den[q] = r * np.sqrt(r)  # s^0.75 = s^0.5 * s^0.25
+    elif mode == LRN_BETA_05:
+        for q in range(s.shape[0]):
+            den[q] = np.sqrt(s[q])
+    elif mode == LRN_BETA_1:
+        for q in range(s.shape[0]):
+            den[q] = s[q]
+    else:
+        for q in range(s.shape[0]):
+            den[q] = s[q] ** beta
+
+
+@_jit_helper
+def _window_add(hi, lo, row, sign, square):  # pragma: no cover (compiled)
+    """(hi + lo) += sign * row (or sign * row**2 when `square`), without losing the rounding error.
+
+    TwoSum: t = a + v rounds, but (a - (t - b)) + (v - b) with b = t - a is exactly what was lost.
+    """
+    for q in range(hi.shape[0]):
+        v = np.float64(row[q])
+        if square:
+            v = v * v  # exact for float32 data
+        v = sign * v
+        a = hi[q]
+        t = a + v
+        b = t - a
+        lo[q] += (a - (t - b)) + (v - b)
+        hi[q] = t
+
+
+@_jit
+def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode):  # pragma: no cover (compiled)
+    """x (N, C, P) -> y and scale (N, C, P): scale = k + alpha * window sum of x^2, y = x / scale^beta.
+
+    The window of channel i is [i - before, i + after] clipped to the channels. `beta` has x's dtype.
+    """
+    n_img, n_ch, n_pos = x.shape
+    n_blocks = (n_pos + block - 1) // block
+    for task in prange(n_img * n_blocks):
+        n = task // n_blocks
+        p0 = (task % n_blocks) * block
+        p1 = min(p0 + block, n_pos)
+        m = p1 - p0
+        hi = np.zeros(m, np.float64)
+        lo = np.zeros(m, np.float64)
+        den = np.empty(m, x.dtype)
+        for j in range(n_ch + after):  # j: the channel entering the window of i = j - after
+            if j < n_ch:
+                _window_add(hi, lo, x[n, j, p0:p1], 1.0, True)
+            i = j - after
+            if i < 0:
+                continue
+            if i - before - 1 >= 0:  # leaves the window of i
+                _window_add(hi, lo, x[n, i - before - 1, p0:p1], -1.0, True)
+            s_row = scale[n, i, p0:p1]
+            for q in range(m):
+                s_row[q] = k + alpha * (hi[q] + lo[q])  # rounded once, to x's dtype
+            _lrn_power(s_row, den, beta, mode)
+            x_row, y_row = x[n, i, p0:p1], y[n, i, p0:p1]
+            for q in range(m):
+                y_row[q] = x_row[q] / den[q]
+
+
+@_jit
+def lrn_backward_kernel(grad, x, scale, dx, before, after, block, coef, beta, mode):  # pragma: no cover (compiled)
+    """dx_i = g_i / s_i^beta - coef * x_i * sum_{j = i - after}^{i + before} g_j x_j / s_j^(beta + 1).
+
+    All arrays (N, C, P). coef = 2 * alpha * beta. The sum runs over the mirrored window (the channels j
+    whose window contains i) and is kept as a running sum like the forward pass. Each channel's term
+    t_j and denominator s_j^beta are computed once, when j enters, and parked in two small ring buffers
+    of size + 1 rows: t_j is subtracted again when j leaves, s_j^beta is used when channel j is output.
+    """
+    n_img, n_ch, n_pos = x.shape
+    n_ring = before + after + 2
+    n_blocks = (n_pos + block - 1) // block
+    for task in prange(n_img * n_blocks):
+        n = task // n_blocks
+        p0 = (task % n_blocks) * block
+        p1 = min(p0 + block, n_pos)
+        m = p1 - p0
+        hi = np.zeros(m, np.float64)
+        lo = np.zeros(m, np.float64)
+        ring_t = np.empty((n_ring, m), x.dtype)
+        ring_den = np.empty((n_ring, m), x.dtype)
+        for j in range(n_ch + before):  # j: the channel entering the mirrored window of i = j - before
+            if j < n_ch:
+                s_row, g_row, x_row = scale[n, j, p0:p1], grad[n, j, p0:p1], x[n, j, p0:p1]
+                den, t = ring_den[j % n_ring], ring_t[j % n_ring]
+                _lrn_power(s_row, den, beta, mode)
+                for q in range(m):
+                    t[q] = g_row[q] * x_row[q] / (s_row[q] * den[q])
+                _window_add(hi, lo, t, 1.0, False)
+            i = j - before
+            if i < 0:
+                continue
+            if i - after - 1 >= 0:  # leaves the mirrored window of i
+                _window_add(hi, lo, ring_t[(i - after - 1) % n_ring], -1.0, False)
+            den = ring_den[i % n_ring]
+            g_row, x_row, dx_row = grad[n, i, p0:p1], x[n, i, p0:p1], dx[n, i, p0:p1]
+            for q in range(m):
+                dx_row[q] = g_row[q] / den[q] - coef * x_row[q] * (hi[q] + lo[q])
