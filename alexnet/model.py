@@ -210,8 +210,9 @@ class AlexNet(nn.Module):
     def reset_parameters(self) -> None:
         """The paper's init: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
 
-        With init="he" (the small variants' default): weights N(0, 2/fan_in), biases 0,
-        which trains a narrow net faster from scratch.
+        With init="he" (the small variants' default): weights N(0, 2/fan_in), biases 0, which trains a
+        narrow net faster from scratch; fc8 keeps N(0, 0.01) so the first predictions are near uniform
+        (the loss starts at ln(classes) instead of wasting the first steps on oversized logits).
         """
         gen = backend.rng("cpu")
         ones = [spec.bias_one for spec in self.config.convs] + [True, True, False]
@@ -221,7 +222,7 @@ class AlexNet(nn.Module):
                 std = 0.01
                 bias = 1.0 if bias_one else 0.0
             else:
-                std = float(np.sqrt(2.0 / (np.prod(shape[1:]))))
+                std = 0.01 if layer is self.fc8 else float(np.sqrt(2.0 / (np.prod(shape[1:]))))
                 bias = 0.0
             device = layer.weight.device
             w = gen.standard_normal(shape, dtype=np.float32) * np.float32(std)

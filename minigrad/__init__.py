@@ -14,7 +14,7 @@ import os
 # and an explicit setting by the user wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from minigrad import backend
+from minigrad import backend, functional, nn, optim
 from minigrad.backend import Device, gpu_available, manual_seed
 from minigrad.gradcheck import GradcheckReport, gradcheck
 from minigrad.tensor import Function, Tensor, enable_grad, no_grad, ones, rand, randn, tensor, zeros

@@ -114,7 +114,12 @@ def gradcheck(
         if x.dtype != np.float64:
             raise TypeError(
                 f"gradcheck needs float64 inputs (float32 round-off swamps finite differences); "
-                f"input {i} of shape {x.shape} is {x.dtype}. Use .astype('float64')."
+                f"input {i} of shape {x.shape} is {x.dtype}. Use x.detach().astype('float64').requires_grad_()."
+            )
+        if not x.is_leaf:
+            raise ValueError(
+                f"gradcheck: input {i} of shape {x.shape} is the result of an op, so its .grad is never filled; "
+                "pass a leaf: x.detach().requires_grad_()"
             )
     gen = np.random.default_rng(seed)
     start = time.perf_counter()

@@ -133,6 +133,11 @@ class Tensor:
     def is_leaf(self) -> bool:
         return self._ctx is None
 
+    @property
+    def creator(self) -> Function | None:
+        """The op that computed this tensor (its `inputs` lead further back); None for a leaf."""
+        return self._ctx
+
     def __len__(self) -> int:
         return len(self.data)
 

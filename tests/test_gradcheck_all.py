@@ -16,6 +16,7 @@ import pytest
 import strict_cupy
 from conftest import to_host
 
+import minigrad as mg
 import minigrad.functional as F
 from minigrad import backend, cli
 from minigrad.checks import CHECKS, Check, run_check
@@ -213,3 +214,15 @@ def test_cli_device_gpu_runs_on_the_stand_in(capsys):
     out = capsys.readouterr().out
     assert "gradient checks on cuda:0" in out
     assert "2 passed, 0 failed" in out
+
+
+def test_gradcheck_refuses_a_non_leaf_input_and_says_how_to_fix_it():
+    x = mg.tensor(np.ones((2, 2)), dtype=np.float64, requires_grad=True) * 2
+    with pytest.raises(ValueError, match=r"detach\(\)\.requires_grad_\(\)"):
+        mg.gradcheck(lambda x: x * x, x)
+
+
+def test_a_tensor_names_its_creator():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    assert x.creator is None and type(y.creator).__name__ == "Mul" and y.creator.inputs[0] is x
