@@ -44,8 +44,7 @@ def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8) -> list[Path
     if metrics_file.exists():
         metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
         written.append(plots.plot_training_curves(metrics, out / "curves.png", errors_as_fraction=True))
-    ckpt = run_dir / "best.npz" if (run_dir / "best.npz").exists() else run_dir / "checkpoint.npz"
-    model, meta = load_model(ckpt, device)
+    model, meta = load_model(run_dir, device)  # the best epoch by validation error
     groups = model.config.groups if model.config.convs[1].grouped else 1
     conv1 = model.conv_layers[0].weight.numpy()
     title = f"{model.config.name}: the {conv1.shape[0]} conv1 kernels"
@@ -103,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
         min_lr=args.min_lr,
         seed=args.seed,
         out=args.out,
-        augment=not args.no_augment,
+        augment=args.augment,
         val_size=args.val_size,
         max_train_images=args.max_train_images,
         ten_crop=args.ten_crop,
@@ -306,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     t.add_argument("--epochs", type=int, default=3, help="number of passes over the training set")
     t.add_argument("--batch-size", type=int, default=128, help="images per step (the paper: 128)")
-    t.add_argument("--lr", type=float, default=0.01, help="initial learning rate (the paper: 0.01)")
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="initial learning rate (default: 0.01 as in the paper; 0.05 for alexnet-tiny's few-epoch runs)",
+    )
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="sgd is the paper's rule")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (inside SGD's velocity)")
@@ -316,7 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATE-TIME)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
     t.add_argument("--init", default=None, choices=["paper", "he"], help="weight init (default: the model's own)")
-    t.add_argument("--no-augment", action="store_true", help="no random crops/flips/lighting")
+    aug = t.add_mutually_exclusive_group()
+    aug.add_argument(
+        "--augment",
+        dest="augment",
+        action="store_true",
+        default=None,
+        help="random crops, flips (and PCA lighting for colour) (default: on for image folders, off for "
+        "Fashion-MNIST, where a few-epoch run learns faster without)",
+    )
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     t.add_argument("--val-size", type=int, default=None, help="validation images held out (default: min(5000, N/10))")
     t.add_argument("--max-train-images", type=int, default=None, help="train on only this many images (quick runs)")
     t.add_argument("--ten-crop", action="store_true", help="final test with the paper's 10-crop averaging")

@@ -25,7 +25,7 @@ def test_every_command_explains_its_options(command, capsys, monkeypatch):
         for option in ["--model", "--data", "--device", "--epochs", "--batch-size", "--lr", "--optimizer",
                        "--seed", "--out", "--resume", "--no-lrn", "--groups", "--no-overlap", "--width"]:  # fmt: skip
             assert option in text
-        assert "(default: 0.01)" in text and "(default: 128)" in text
+        assert "0.01 as in the paper" in text and "(default: 128)" in text and "(default: 3)" in text
 
 
 def test_summary_prints_the_layer_table(capsys):
@@ -51,7 +51,7 @@ def test_train_eval_predict_and_plot_end_to_end(tmp_path, capsys):
                  "--width", "0.5", "--out", str(run), "--no-progress"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "test (2,000 images): top-1 accuracy" in out and "plots:" in out
+    assert "test (2,000 images, best epoch 1 by validation error): top-1 accuracy" in out and "plots:" in out
     for name in ["curves.png", "conv1_kernels.png", "predictions.png", "nearest_neighbours.png"]:
         assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
