@@ -303,7 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder (Fashion-MNIST IDX files, or an image folder); 'bundled' forces the subset in the package",
     )
     t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
-    t.add_argument("--epochs", type=int, default=3, help="number of passes over the training set")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training set (default: 90 as in the paper; alexnet-tiny: ~165k images' worth, "
+        "i.e. 3 epochs of the full Fashion-MNIST or 20 of the bundled subset)",
+    )
     t.add_argument("--batch-size", type=int, default=128, help="images per step (the paper: 128)")
     t.add_argument(
         "--lr",

@@ -25,7 +25,9 @@ def test_every_command_explains_its_options(command, capsys, monkeypatch):
         for option in ["--model", "--data", "--device", "--epochs", "--batch-size", "--lr", "--optimizer",
                        "--seed", "--out", "--resume", "--no-lrn", "--groups", "--no-overlap", "--width"]:  # fmt: skip
             assert option in text
-        assert "0.01 as in the paper" in text and "(default: 128)" in text and "(default: 3)" in text
+        assert (
+            "0.01 as in the paper" in text and "(default: 128)" in text and "3 epochs of the full Fashion-MNIST" in text
+        )
 
 
 def test_summary_prints_the_layer_table(capsys):
