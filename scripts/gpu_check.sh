@@ -15,18 +15,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
 $py -c "import cupy, numpy, numba; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__)"
 
 step "gpu-marked tests (real CuPy)"
-timeout 240 $py -m pytest -q -m gpu -n 8 -p no:cacheprovider 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
+timeout 120 $py -m pytest -q -m gpu -n 8 -p no:cacheprovider 2>&1 | tail -15 | tee "$out/pytest_gpu.txt"
 
 step "minigrad gradcheck --device gpu"
-timeout 120 $py -m minigrad.cli gradcheck --device gpu > "$out/gradcheck_gpu.txt" 2>&1; echo "exit $?"
+timeout 45 $py -m minigrad.cli gradcheck --device gpu > "$out/gradcheck_gpu.txt" 2>&1; echo "exit $?"
 tail -2 "$out/gradcheck_gpu.txt"
 
 step "alexnet train on the GPU (alexnet-tiny, data: $data)"
-timeout 240 $py -m alexnet.cli train --device gpu --data "$data" --epochs 3 --out "$out/run-tiny" --no-progress \
+timeout 90 $py -m alexnet.cli train --device gpu --data "$data" --epochs 3 --out "$out/run-tiny" --no-progress \
     --no-plots 2>&1 | tee "$out/train_gpu.txt"
 
 step "training steps: paper AlexNet, batch 128"
-timeout 180 $py benchmarks/train_step.py --model alexnet --device gpu --batch-size 128 2>&1 | tee "$out/train_step_gpu.txt"
+timeout 60 $py benchmarks/train_step.py --model alexnet --device gpu --batch-size 128 2>&1 | tee "$out/train_step_gpu.txt"
 
 step "per-layer benchmark on the GPU"
-timeout 180 $py benchmarks/layers.py --device gpu 2>&1 | tee "$out/layers_gpu.txt"
+timeout 60 $py benchmarks/layers.py --device gpu 2>&1 | tee "$out/layers_gpu.txt"
