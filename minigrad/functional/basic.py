@@ -232,7 +232,7 @@ class Sqrt(Function):
 class ReLU(Function):
     def forward(self, x: Array) -> Array:
         self.positive = x > 0
-        return x * self.positive
+        return get_array_module(x).maximum(x, x.dtype.type(0))
 
     def backward(self, g: Array) -> Array:
         return g * self.positive

@@ -57,12 +57,16 @@ class Conv2d(Function):
         y = xp.empty((g, o // g, n * oh * ow), dtype=x.dtype)
         for gi in range(g):
             xp.matmul(wmat[gi], cols[gi], out=y[gi])
-        # (G, O/G, N, L) -> (N, O, OH, OW): the one transpose, of the (small) output
-        y = xp.ascontiguousarray(y.reshape(o, n, oh * ow).transpose(1, 0, 2)).reshape(n, o, oh, ow)
+        # (G, O/G, N, L) -> (N, O, OH, OW): the one transpose, of the (small) output, with the bias
+        # added in the same pass
+        by_image = y.reshape(o, n, oh * ow).transpose(1, 0, 2)
+        out = xp.empty((n, o, oh * ow), dtype=x.dtype)
         if b is not None:
-            y += b.reshape(1, o, 1, 1)
+            xp.add(by_image, b.reshape(1, o, 1), out=out)
+        else:
+            out[...] = by_image
         self.cols, self.w, self.x_shape = cols, w, x.shape
-        return y
+        return out.reshape(n, o, oh, ow)
 
     def backward(self, grad: Array) -> tuple[Array | None, ...]:
         xp = get_array_module(grad)
@@ -91,7 +95,7 @@ class Conv2d(Function):
             dx = col2im(dcols, self.x_shape, kh, kw, self.stride, self.padding)
 
         if len(self.inputs) == 3:
-            db = grad.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
+            db = gm.reshape(o, nl).sum(axis=1) if self.needs_input_grad[2] else None  # contiguous rows
             return dx, dw, db
         return dx, dw
 

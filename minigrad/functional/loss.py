@@ -5,8 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from minigrad.backend import get_array_module
-from minigrad.functional.basic import add, matmul, transpose
 from minigrad.tensor import Array, Function, Tensor
+
+
+class Linear(Function):
+    """y = x @ w.T + b, with each gradient computed directly in its parameter's layout.
+
+    (Composing matmul and transpose would hand back dW as a transposed view of a (in, out) array,
+    and an optimizer updating through such a view is ~3x slower than through a C-contiguous array.)
+    """
+
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
+        self.x, self.w = x, w
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, grad: Array) -> tuple[Array | None, ...]:
+        need = self.needs_input_grad
+        dx = grad @ self.w if need[0] else None
+        dw = grad.T @ self.x if need[1] else None  # (out, N) @ (N, in): C-contiguous like w
+        if len(need) == 3:
+            return dx, dw, grad.sum(axis=0) if need[2] else None
+        return dx, dw
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -15,8 +37,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear expects x (N, in) and weight (out, in), got shapes {x.shape} and {weight.shape}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"linear: x has {x.shape[1]} features but weight {weight.shape} expects {weight.shape[1]}")
-    y = matmul(x, transpose(weight))
-    return y if bias is None else add(y, bias)
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    dtypes = {x.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
+    if len(dtypes) > 1:
+        raise TypeError(f"linear: dtypes differ ({', '.join(sorted(map(str, dtypes)))}); convert with .astype(...)")
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
 def _log_softmax(x: Array, axis: int) -> Array:
