@@ -84,10 +84,6 @@ def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8) -> list[Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    problem = _device_ok(args.device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     cfg = TrainConfig(
         model=args.model,
         data=args.data,
@@ -131,10 +127,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    problem = _device_ok(args.device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     from alexnet.evaluate import evaluate
 
     try:
@@ -172,10 +164,6 @@ def _read_image_for(model: AlexNet, path: str) -> np.ndarray:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    problem = _device_ok(args.device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     try:
         model, meta = load_model(args.checkpoint, args.device)
         images = np.stack([_read_image_for(model, p) for p in args.images])
@@ -232,10 +220,6 @@ def _gradcheck(args: argparse.Namespace) -> int:
     import minigrad.functional as F
     from minigrad.gradcheck import gradcheck
 
-    problem = _device_ok(args.device)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     backend.manual_seed(args.seed)
     model = _model_from_args(args).astype(np.float64).to(args.device)
     cfg = model.config
@@ -390,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = _device_ok(args.device) if hasattr(args, "device") else None
+    if problem:  # checked once here, before any command loads data or builds a model
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     return args.func(args)
 
 
