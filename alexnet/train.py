@@ -317,6 +317,10 @@ def train(
         ckpt_path = Path(resume)
         run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
         arrays, meta = load_checkpoint(ckpt_path)
+        # A process killed while writing leaves its temporary file behind (the checkpoint itself is intact).
+        for stale in run_dir.glob("*.npz.*.tmp"):
+            stale.unlink()
+            log(f"removed {stale.name}, left by an interrupted save")
         saved = meta["train_config"]
         saved.update(device=cfg.device, progress=cfg.progress)
         if cfg.epochs is not None:  # resuming may extend a run
