@@ -288,7 +288,6 @@ def summarize(model: AlexNet) -> list[LayerRow]:
     conv_i = 0
     with no_grad():
         for layer in [*model.features, nn.Flatten(), *model.classifier]:
-            in_shape = x.shape
             x = layer(x)
             out_elems = int(np.prod(x.shape[1:]))
             params = layer.num_parameters()
@@ -307,7 +306,6 @@ def summarize(model: AlexNet) -> list[LayerRow]:
                 name, flops = "lrn", out_elems * 10  # square, window sum, scale, pow, divide
             else:
                 name, flops = kind.lower(), out_elems if kind == "ReLU" else 0
-            del in_shape
             rows.append(LayerRow(name, tuple(x.shape[1:]), params, flops, out_elems * 4))
     return rows
 
