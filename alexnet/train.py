@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class TrainConfig:
     min_lr: float = 1e-5
     seed: int = 0
     out: str | None = None
-    augment: bool | None = None  # None: on for colour image folders (the paper's), off for 28x28 Fashion-MNIST
+    augment: bool | None = None  # None: on for colour image folders (the paper's), off for Fashion-MNIST
     val_size: int | None = None
     max_train_images: int | None = None
     ten_crop: bool = False
@@ -79,13 +80,15 @@ def default_epochs(model: str, n_train: int) -> int:
     return 90
 
 
-def resolve_defaults(cfg: TrainConfig, in_channels: int) -> TrainConfig:
+def resolve_defaults(cfg: TrainConfig, in_channels: int, n_train: int) -> TrainConfig:
     """Fill the settings left to the model and data (None) with their values, before they are saved."""
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.model, 0.01)
-    # Crops, flips and PCA lighting fight over-fitting over ~90 epochs of ImageNet-sized images. On 28x28
-    # Fashion-MNIST in a 3-epoch demo they only slow learning (one epoch: 26.1% vs 20.4% validation error).
+    epochs = cfg.epochs if cfg.epochs is not None else default_epochs(cfg.model, n_train)
+    # Crops, flips and PCA lighting fight over-fitting of ImageNet-sized colour images over ~90 epochs. On 28x28
+    # Fashion-MNIST pad-and-crop only slowed learning: one epoch of the full set 26.1% vs 20.4% validation
+    # error, and 20 epochs of the bundled subset 83.5% vs 84.8% test accuracy. So: colour data only.
     augment = cfg.augment if cfg.augment is not None else in_channels == 3
-    return dataclasses.replace(cfg, lr=lr, augment=augment)
+    return dataclasses.replace(cfg, lr=lr, epochs=epochs, augment=augment)
 
 
 class TrainingDiverged(RuntimeError):
@@ -342,7 +345,6 @@ def train(
         model = build_model(
             cfg.model, lrn=cfg.lrn, groups=cfg.groups, overlap=cfg.overlap, width=cfg.width, init=cfg.init
         )
-        cfg = resolve_defaults(cfg, model.config.in_channels)
     mc = model.config
     prepared = prepare_data(cfg, mc.in_channels, mc.image_size)
     if prepared.class_names and len(prepared.class_names) != mc.num_classes:
@@ -358,8 +360,8 @@ def train(
             num_classes=len(prepared.class_names),
         )
         mc = model.config
-    if cfg.epochs is None:
-        cfg = dataclasses.replace(cfg, epochs=default_epochs(cfg.model, len(prepared.train_labels)))
+    if resume is None:
+        cfg = resolve_defaults(cfg, mc.in_channels, len(prepared.train_labels))
     model.to(cfg.device)
     optimizer = make_optimizer(cfg, model)
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.patience, min_lr=cfg.min_lr)
@@ -414,6 +416,7 @@ def train(
                 unit="batch",
                 disable=not cfg.progress,
                 dynamic_ncols=True,
+                mininterval=0.2 if sys.stderr.isatty() else 15.0,  # keep logs of piped runs short
             )
             stats = state.epoch_stats
             t0, images_timed = time.perf_counter(), 0
@@ -441,7 +444,7 @@ def train(
                 images_timed += len(y)
                 speed = images_timed / (time.perf_counter() - t0)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.lr:.2g}", img_s=f"{speed:.0f}")
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.lr:.2g}", img_s=f"{speed:.0f}", refresh=False)
                 if stop.requested or (after_batch is not None and after_batch(epoch, b)):
                     stopped = True
                     break

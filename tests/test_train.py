@@ -197,8 +197,8 @@ def test_a_checkpoint_of_another_model_is_refused(uninterrupted):
 
 
 def test_a_checkpoint_round_trip_gives_the_same_predictions(uninterrupted):
-    model, meta = load_model(uninterrupted)
-    again, _ = load_model(uninterrupted / "checkpoint.npz")
+    model, meta = load_model(uninterrupted)  # a run folder means its best epoch
+    again, _ = load_model(uninterrupted / "best.npz")
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     import minigrad as mg
 
