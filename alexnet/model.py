@@ -152,6 +152,9 @@ TINY = dataclasses.replace(
         ConvSpec(48, 3, padding=1, grouped=True, pool=True, bias_one=True),
     ),
     fc_width=256,
+    # The paper's 0.5 "roughly doubles the iterations needed to converge". Measured on the demo: 0.5 gave 85.6%
+    # on both the full set (3 epochs) and the bundled subset (20); 0.25 gave 87.8% / 84.8%; 0.375 87.2% / 85.7%.
+    dropout=0.375,
     init="he",
 )
 
