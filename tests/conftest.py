@@ -12,6 +12,7 @@ Compare results on the host with `from conftest import to_host`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -69,6 +70,21 @@ def xp(backend_setup: tuple[ModuleType, str]) -> ModuleType:
 def device(backend_setup: tuple[ModuleType, str]) -> str:
     """The device string for `Tensor.to(device)`: "cpu" or "gpu"."""
     return backend_setup[1]
+
+
+def spy_on(monkeypatch: pytest.MonkeyPatch, module_name: str, names: list[str]) -> list[str]:
+    """Wrap functions of a module so a test can see which of them a dispatcher called (names, in order)."""
+    module = importlib.import_module(module_name)  # by name: `minigrad.kernels.im2col` is also a function
+    calls: list[str] = []
+    for name in names:
+        original = getattr(module, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    return calls
 
 
 def to_host(a: Any) -> np.ndarray:

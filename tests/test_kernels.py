@@ -13,7 +13,6 @@ Tolerances, stated once:
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import os
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import use_backend  # the same backends as the `xp` fixture, chosen by id
+from conftest import spy_on, use_backend  # the same backends as the `xp` fixture, chosen by id
 
 from minigrad import kernels as K
 from minigrad.backend import to_numpy
@@ -302,21 +301,6 @@ def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):
 
 
 # ----------------------------------------------------------------------------- dispatch and the Numba switch
-
-
-def spy_on(monkeypatch, module_name, names):
-    """Wrap functions of a kernels submodule so a test can see which of them the dispatcher called."""
-    module = importlib.import_module(module_name)  # not `minigrad.kernels.im2col`: that name is the function
-    calls = []
-    for name in names:
-        original = getattr(module, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, spy)
-    return calls
 
 
 def call_every_kernel(xp=np, dtype=np.float32):

@@ -19,11 +19,11 @@ The finite-difference checks use minigrad.gradcheck's own float64 tolerances (at
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import numpy as np
 import pytest
+from conftest import spy_on
 
 import minigrad as mg
 import minigrad.functional as F
@@ -233,17 +233,7 @@ NAMES = [f"lrn_{d}_{v}" for d in ("forward", "backward") for v in ("numba", "gen
 @pytest.fixture
 def spies(monkeypatch):
     """Wrap the four versions so a test can see which ones the dispatchers called."""
-    module = importlib.import_module("minigrad.kernels.lrn")
-    calls = []
-    for name in NAMES:
-        original = getattr(module, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, spy)
-    return calls
+    return spy_on(monkeypatch, "minigrad.kernels.lrn", NAMES)
 
 
 def forward_and_backward(xp=np, dtype=np.float32):
