@@ -403,7 +403,7 @@ def print_conv_breakdown(cases: list[Case], device: Device, ceiling: float, runs
         "GEMM rates as % of the ceiling):"
     )
     print(
-        f"{'layer':<7} {'total':>7} {'im2col':>7} {'Y=W@cols':>15} {'dW=dY@cols.T':>15} {'dcols=W.T@dY':>15} "
+        f"{'layer':<7} {'total':>7} {'im2col':>7} {'Y=W@cols':>15} {'dW=cols@dY.T':>15} {'dcols=W.T@dY':>15} "
         f"{'col2im':>7} {'rest':>6}  (rest: transposes, bias, db, allocation, graph)"
     )
     for i, c in convs:
@@ -412,11 +412,14 @@ def print_conv_breakdown(cases: list[Case], device: Device, ceiling: float, runs
         k = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
         o_g = conv.out_channels // conv.groups
         nl = c.out_shape[0] * c.out_shape[2] * c.out_shape[3]
-        roles = {(o_g, nl): "Y", (o_g, k): "dW", (k, nl): "dX"}
         gemm_flops = 2 * o_g * k * nl * conv.groups  # each of the three products
 
-        def role(out: Any, roles: dict = roles) -> str:
-            return roles.get(tuple(out.shape), "gemm")
+        def role(out: Any, o_g: int = o_g, k: int = k) -> str:
+            # The op works through the batch in chunks of n images: Y is (O/G, n*L), dW^T (K, O/G), dcols (K, n*L)
+            rows, columns = out.shape
+            if (rows, columns) == (k, o_g):
+                return "dW"
+            return {o_g: "Y", k: "dX"}.get(rows, "gemm")
 
         step = ours_step(c, device, seed + i)
         step()

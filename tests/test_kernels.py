@@ -48,6 +48,9 @@ CASES = {
     "padding > kernel // 2 (all-padding windows)": ((1, 2, 4, 5), 2, 2, (1, 1), (2, 2)),
     "kernel = whole input": ((2, 2, 4, 4), 4, 4, (1, 1), (0, 0)),
     "stride not dividing, padding 1": ((2, 1, 8, 8), 3, 3, (3, 2), (1, 1)),
+    # stride 1 with OW == W takes the Numba shifted-copy path; these stress its edges
+    "same conv, non-square kernel": ((2, 2, 6, 9), 3, 5, (1, 1), (1, 2)),
+    "same conv, input smaller than the kernel (offsets that only see padding)": ((1, 2, 2, 3), 5, 5, (1, 1), (2, 2)),
 }
 case_ids = list(CASES)
 
@@ -194,6 +197,52 @@ def test_numba_and_generic_agree(xp, case, dtype):
     dx_g = K.max_pool2d_backward_generic(xp.asarray(dout), arg_g, x_shape, *geometry)
     dx_n = K.max_pool2d_backward_numba(dout, arg_n, x_shape, *geometry)
     np.testing.assert_allclose(to_numpy(dx_g), dx_n, **SUM_TOL[dtype])
+
+
+@needs_numba
+def test_numba_col2im_by_channel_is_bit_identical(case, dtype, monkeypatch):
+    """The per-channel shifted-run col2im (stride 1, OW == W, many channels) adds in the same order."""
+    monkeypatch.setattr(sys.modules["minigrad.kernels.im2col"], "SHIFT_COL2IM_MIN_CHANNELS", 1)
+    x_shape, kh, kw, stride, padding = case
+    _, cols, _ = random_inputs(case, dtype, seed=5)
+    geometry = (kh, kw, stride, padding)
+    got = K.col2im_numba(cols, x_shape, *geometry)
+    np.testing.assert_array_equal(got, K.col2im_generic(cols, x_shape, *geometry))
+    np.testing.assert_allclose(got, naive_col2im(cols, x_shape, *geometry), **SUM_TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- writing into a given buffer
+
+
+@pytest.mark.parametrize("version", ["numba", "generic"])
+def test_kernels_write_into_out_and_return_it(xp, case, dtype, version):
+    """`out=` receives the same values a fresh result would have; col2im overwrites whatever was there."""
+    if version == "numba":
+        if not K.numba_available() or xp is not np:
+            pytest.skip("the Numba kernels take NumPy arrays")
+        im2col, col2im = K.im2col_numba, K.col2im_numba
+    else:
+        im2col, col2im = K.im2col_generic, K.col2im_generic
+    x_shape, kh, kw, stride, padding = case
+    x, cols, _ = random_inputs(case, dtype, seed=4)
+    geometry = (kh, kw, stride, padding)
+    buffer = xp.asarray(np.full(cols.shape, np.nan, dtype=dtype))  # stale values must not survive
+    assert im2col(xp.asarray(x), *geometry, out=buffer) is buffer
+    np.testing.assert_array_equal(to_numpy(buffer), naive_im2col(x, *geometry))
+    dx = xp.asarray(np.full(x_shape, 7.0, dtype=dtype))
+    assert col2im(xp.asarray(cols), x_shape, *geometry, out=dx) is dx
+    np.testing.assert_allclose(to_numpy(dx), naive_col2im(cols, x_shape, *geometry), **SUM_TOL[dtype])
+
+
+def test_out_of_the_wrong_shape_dtype_or_layout_is_refused(xp):
+    x = xp.asarray(np.ones((1, 2, 5, 5), np.float32))
+    cols_shape = (2, 3, 3, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 3, 1, 3, 3\)"):
+        K.im2col(x, 3, 3, out=xp.empty((2, 3, 3, 1, 3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="dtype float32"):
+        K.im2col(x, 3, 3, out=xp.empty(cols_shape, dtype=np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        K.col2im(xp.ones(cols_shape, dtype=np.float32), (1, 2, 5, 5), 3, 3, out=xp.empty((5, 5, 2, 1), np.float32).T)
 
 
 # ----------------------------------------------------------------------------- adjoint identity
@@ -373,14 +422,14 @@ def test_a_failing_kernel_warns_once_and_falls_back_for_good(monkeypatch):
     monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
     x = np.random.default_rng(5).standard_normal((1, 2, 5, 5))
     with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):
-        cols = K.im2col(x, 3, 3, 1, 1)
-    np.testing.assert_array_equal(cols, naive_im2col(x, 3, 3, (1, 1), (1, 1)))
+        cols = K.im2col(x, 3, 3, 2, 1)  # stride 2: the general kernel (stride 1 may take the shifted-copy one)
+    np.testing.assert_array_equal(cols, naive_im2col(x, 3, 3, (2, 2), (1, 1)))
     assert not K.numba_available()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second warning would fail the test
         call_every_kernel()
     with pytest.raises(K.NumbaUnavailable):
-        K.col2im_numba(cols, x.shape, 3, 3, 1, 1)
+        K.col2im_numba(cols, x.shape, 3, 3, 2, 1)
 
 
 def test_kernels_work_without_numba_installed():

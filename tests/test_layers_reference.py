@@ -11,6 +11,7 @@ float64, and must agree with the reference within the tolerance of their dtype:
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -103,11 +104,25 @@ CONV_CASES = {
     "1x1": ((2, 3, 4, 4), (5, 3, 1, 1), True, (1, 1), (0, 0), 1),
     "11x11 stride 4 (conv1's shape)": ((1, 3, 23, 23), (2, 3, 11, 11), True, (4, 4), (0, 0), 1),
     "depthwise (groups = channels)": ((1, 3, 5, 5), (3, 1, 3, 3), False, (1, 1), (1, 1), 3),
+    "batch 5, same padding, groups 2": ((5, 4, 5, 5), (4, 2, 3, 3), True, (1, 1), (1, 1), 2),
 }
 
 
+@pytest.fixture(params=["whole batch", "1 image", "2 images"])
+def conv_chunk(request, monkeypatch):
+    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns)."""
+    conv_module = importlib.import_module("minigrad.functional.conv")
+    images = {"whole batch": None, "1 image": 1, "2 images": 2}[request.param]
+
+    def images_per_chunk(x, bytes_per_image):
+        return x.shape[0] if images is None else min(images, x.shape[0])
+
+    monkeypatch.setattr(conv_module, "_images_per_chunk", images_per_chunk)
+    return images
+
+
 @pytest.mark.parametrize("case", list(CONV_CASES))
-def test_conv2d_matches_the_loops(case, device, dtype):
+def test_conv2d_matches_the_loops(case, device, dtype, conv_chunk):
     x_shape, w_shape, with_bias, stride, padding, groups = CONV_CASES[case]
     x_host, w_host, b_host = host(x_shape, 1), host(w_shape, 2), host(w_shape[0], 3)
     x, w = leaf(x_host, device, dtype), leaf(w_host, device, dtype)
@@ -130,6 +145,34 @@ def test_conv2d_matches_the_loops(case, device, dtype):
     assert_matches(w.grad, dw_ref, dtype)
     if with_bias:
         assert_matches(b.grad, db_ref, dtype)
+
+
+@pytest.mark.parametrize("needs", ["x", "w", "x and w"])
+def test_conv2d_needs_only_the_gradients_asked_for(device, conv_chunk, needs):
+    """conv1's input needs no gradient, a frozen layer's weight none: the others stay right, chunked or not."""
+    x_host, w_host, b_host = host((3, 4, 6, 5), 6), host((4, 2, 3, 3), 7), host(4, 8)
+    upstream = host((3, 4, 3, 5), 9)
+    want = conv2d_loops(x_host, w_host, b_host, (2, 1), (1, 1), 2, upstream)
+    x = leaf(x_host, device, np.float64, requires_grad="x" in needs)
+    w = leaf(w_host, device, np.float64, requires_grad="w" in needs)
+    b = leaf(b_host, device, np.float64)
+    y = F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=2)
+    y.backward(mg.tensor(upstream, device=device))
+    assert_matches(y, want[0], np.float64)
+    assert (x.grad is None) == ("x" not in needs) and (w.grad is None) == ("w" not in needs)
+    for got, expected in ((x.grad, want[1]), (w.grad, want[2]), (b.grad, want[3])):
+        if got is not None:
+            assert_matches(got, expected, np.float64)
+
+
+def test_conv2d_chunk_size_follows_the_byte_budget(monkeypatch):
+    conv_module = importlib.import_module("minigrad.functional.conv")
+    x = np.zeros((10, 3, 4, 4), np.float32)
+    monkeypatch.setattr(conv_module, "CPU_COLS_BYTES", 3000)
+    assert conv_module._images_per_chunk(x, 1000) == 3
+    assert conv_module._images_per_chunk(x, 5000) == 1  # never fewer than one image
+    monkeypatch.setattr(conv_module, "CPU_COLS_BYTES", None)
+    assert conv_module._images_per_chunk(x, 1000) == 10
 
 
 def test_conv2d_layer_uses_its_parameters(device):

@@ -187,6 +187,46 @@ def im2col_kernel(x, cols, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragm
 
 
 @_jit
+def im2col_shift_kernel(x, cols, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+    """im2col_kernel for stride 1 when OW == W (a "same" convolution: conv2-conv5 of AlexNet).
+
+    Then cols[c, i, j, n] read as one flat run of OH*OW values is the flat image plane x[n, c] shifted by
+    (i - ph) * W + (j - pw): one long copy that vectorises, instead of OH short rows. The copied values
+    that belong to the padding (the first or last columns of a row, which the shift wrapped around
+    from the neighbouring row) are overwritten with zeros afterwards.
+    """
+    n_img, n_ch, height, width = x.shape
+    _, kh, kw, _, n_oh, n_ow = cols.shape
+    plane = n_oh * n_ow
+    x_flat = x.reshape(n_img, n_ch, height * width)
+    cols_flat = cols.reshape(n_ch, kh, kw, n_img, plane)
+    for task in prange(n_ch * kh):  # task (c, i) writes the contiguous block cols[c, i]
+        c, i = task // kh, task % kh
+        r0, r1 = oh_lo[i], oh_hi[i]
+        for j in range(kw):
+            a, b = ow_lo[j], ow_hi[j]
+            shift = (i - ph) * width + (j - pw)
+            for n in range(n_img):
+                dst, src = cols_flat[c, i, j, n], x_flat[n, c]
+                if r1 <= r0 or b <= a:  # this offset only ever sees padding
+                    for q in range(plane):
+                        dst[q] = 0
+                    continue
+                q0, q1 = r0 * n_ow + a, (r1 - 1) * n_ow + b  # first and one past the last valid value
+                for q in range(q0):
+                    dst[q] = 0
+                for q in range(q0, q1):
+                    dst[q] = src[q + shift]
+                for q in range(q1, plane):
+                    dst[q] = 0
+                for r in range(r0, r1):
+                    for q in range(r * n_ow, r * n_ow + a):
+                        dst[q] = 0
+                    for q in range(r * n_ow + b, (r + 1) * n_ow):
+                        dst[q] = 0
+
+
+@_jit
 def col2im_kernel(cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
     """Adds cols (C, KH, KW, N, OH, OW) into dx (N, C, H, W), which the caller zeroed; padding is skipped.
 
@@ -205,6 +245,36 @@ def col2im_kernel(cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # prag
                     dst = dx[n, c, oh * sh + i - ph]
                     for ow in range(ow_lo[j], ow_hi[j]):  # unit stride through cols
                         dst[ow * sw + w0] += src[ow]
+
+
+@_jit
+def col2im_shift_kernel(cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+    """col2im_kernel for stride 1 when OW == W (see im2col_shift_kernel); bit-identical to it.
+
+    One task per channel c walks cols[c] front to back (the order it lies in memory) and adds into the
+    N planes dx[:, c], which stay in the cache. Each dx element still receives its terms in (i, j) order.
+    A valid run of cols[c, i, j, n] is added to dx[n, c] shifted by (i - ph) * W + (j - pw): in one piece
+    when the offset never reaches into the side padding (j == pw), else row by row.
+    """
+    n_img, n_ch, height, width = dx.shape
+    _, kh, kw, _, n_oh, n_ow = cols.shape
+    dx_flat = dx.reshape(n_img, n_ch, height * width)
+    cols_flat = cols.reshape(n_ch, kh, kw, n_img, n_oh * n_ow)
+    for c in prange(n_ch):  # channel c only writes the planes dx[:, c]: no races
+        for i in range(kh):
+            r0, r1 = oh_lo[i], oh_hi[i]
+            for j in range(kw):
+                a, b = ow_lo[j], ow_hi[j]
+                shift = (i - ph) * width + (j - pw)
+                for n in range(n_img):
+                    src, dst = cols_flat[c, i, j, n], dx_flat[n, c]
+                    if a == 0 and b == n_ow:
+                        for q in range(r0 * n_ow, r1 * n_ow):
+                            dst[q + shift] += src[q]
+                    else:
+                        for r in range(r0, r1):
+                            for q in range(r * n_ow + a, r * n_ow + b):
+                                dst[q + shift] += src[q]
 
 
 @_jit
