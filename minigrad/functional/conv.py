@@ -73,11 +73,18 @@ class Conv2d(Function):
         wmat = w.reshape(g, o // g, k)
         out = xp.empty((n, o, length), dtype=x.dtype)
         cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
-        y_buffer = xp.empty(o * step * length, dtype=x.dtype)
+        y_buffer = xp.empty(o * step * length, dtype=x.dtype) if step > 1 else None
         for n0 in range(0, n, step):
             m = min(step, n - n0)
             cols = cols_buffer[: c * kh * kw * m * length].reshape(c, kh, kw, m, oh, ow)
             cols = im2col(x[n0 : n0 + m], kh, kw, self.stride, self.padding, out=cols).reshape(g, k, m * length)
+            if m == 1:  # one image: (G, O/G, L) is already the output's layout, write it in place
+                y = out[n0].reshape(g, o // g, length)
+                for gi in range(g):
+                    xp.matmul(wmat[gi], cols[gi], out=y[gi])
+                if b is not None:
+                    out[n0] += b.reshape(o, 1)
+                continue
             y = y_buffer[: o * m * length].reshape(g, o // g, m * length)
             for gi in range(g):
                 xp.matmul(wmat[gi], cols[gi], out=y[gi])
@@ -103,7 +110,7 @@ class Conv2d(Function):
         oh, ow = grad.shape[-2:]
         length = oh * ow
         wmat = w.reshape(g, o // g, k)
-        grad = grad.reshape(n, o, length)
+        grad = xp.ascontiguousarray(grad).reshape(n, o, length)
 
         # dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long n*L axis is then the inner one
         # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS
@@ -112,14 +119,16 @@ class Conv2d(Function):
         dx = xp.empty(x.shape, dtype=grad.dtype) if need_x else None
         cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_w and self.cols is None else None
         dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_x else None
-        gm_buffer = xp.empty(o * step * length, dtype=grad.dtype)
+        gm_buffer = xp.empty(o * step * length, dtype=grad.dtype) if step > 1 else None
         need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
         db = xp.zeros(o, dtype=grad.dtype) if need_b else None
         for n0 in range(0, n, step):
             m = min(step, n - n0)
-            # (m, O, L) -> (G, O/G, m*L), matching the columns' layout
-            gm = gm_buffer[: o * m * length].reshape(o, m, length)
-            gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
+            if m == 1:  # one image: its gradient (O, L) is already in the columns' layout
+                gm = grad[n0].reshape(o, 1, length)
+            else:  # (m, O, L) -> (O, m, L) = (G, O/G, m*L), matching the columns' layout
+                gm = gm_buffer[: o * m * length].reshape(o, m, length)
+                gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
             if need_b:
                 db += gm.reshape(o, m * length).sum(axis=1)  # contiguous rows, still in the cache
             gm = gm.reshape(g, o // g, m * length)
