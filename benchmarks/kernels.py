@@ -3,10 +3,12 @@
     python benchmarks/kernels.py [--batch 32] [--repeat 5] [--no-interference]
 
 Prints one row per kernel and layer: the best time of each version in milliseconds and the speedup.
-Then it measures how OpenBLAS's spinning worker threads slow a Numba kernel that runs right after a GEMM
-(as in a convolution's backward pass), with OpenBLAS's default thread timeout and with a short one
-(OPENBLAS_THREAD_TIMEOUT=4, i.e. 2**4 cycles). That variable is read when OpenBLAS loads, so each setting
-runs in a fresh interpreter.
+Then it measures how idle worker threads that keep spinning slow the next kernel on a 2-core machine:
+OpenBLAS's slow a Numba kernel that runs right after a GEMM (as in a convolution's backward pass), Numba's
+OpenMP workers slow the GEMM that follows a Numba kernel. Three settings: both libraries' defaults, a short
+OpenBLAS timeout (OPENBLAS_THREAD_TIMEOUT=4, i.e. 2**4 cycles), and that plus OMP_WAIT_POLICY=PASSIVE
+(minigrad's defaults). The variables are read when the libraries load, so each setting runs in a fresh
+interpreter.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+# What the thread variables were before minigrad sets its defaults (for the interference lines).
+ENV_AT_START = {name: os.environ.get(name) for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
 import numpy as np  # noqa: E402  (after the path tweak)
 
@@ -118,15 +123,21 @@ def _numba_threads() -> str:
         return "none"
 
 
-def interference(batch: int, repeat: int) -> None:
-    """conv2's backward pair, GEMM then col2im, timed alone and back to back (as in a training step)."""
+def interference(repeat: int) -> None:
+    """conv2's backward pair, GEMM then col2im, timed alone and back to back (as in a training step).
+
+    On as many images as conv2d works on at a time on the CPU (16 MB of columns: 2 of conv2's).
+    """
+    from minigrad.functional import conv
+
+    batch = max(1, conv.CPU_COLS_BYTES // (96 * 25 * 27 * 27 * 4))
     rng = np.random.default_rng(0)
     k, s, p = 5, 1, 2
     x_shape = (batch, 96, 27, 27)
     weights = rng.standard_normal((256, 96 * k * k), dtype=np.float32)
-    dout = rng.standard_normal((batch, 256, 27 * 27), dtype=np.float32)
-    dcols = np.empty((batch, 96 * k * k, 27 * 27), dtype=np.float32)
-    cols6 = dcols.reshape(batch, 96, k, k, 27, 27)
+    dout = rng.standard_normal((256, batch * 27 * 27), dtype=np.float32)  # (O, N*L), as conv2d lays it out
+    dcols = np.empty((96 * k * k, batch * 27 * 27), dtype=np.float32)
+    cols6 = dcols.reshape(96, k, k, batch, 27, 27)  # (C, KH, KW, N, OH, OW)
 
     def gemm() -> None:
         np.matmul(weights.T, dout, out=dcols)
@@ -143,11 +154,10 @@ def interference(batch: int, repeat: int) -> None:
             second()
             times.append(1e3 * (time.perf_counter() - start))
     col2im_after_ms, gemm_after_ms = min(col2im_after), min(gemm_after)
-    import numba  # only reached when Numba works
-
-    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
+    timeout = ENV_AT_START["OPENBLAS_THREAD_TIMEOUT"] or "default"
+    spin = "default" if ENV_AT_START["GOMP_SPINCOUNT"] else ENV_AT_START["OMP_WAIT_POLICY"] or "PASSIVE"
     print(
-        f"OPENBLAS_THREAD_TIMEOUT={timeout:<7} Numba layer {numba.threading_layer():<9} | "
+        f"{batch} images | OPENBLAS_THREAD_TIMEOUT={timeout:<7} OMP_WAIT_POLICY={spin:<7} | "
         f"col2im {col2im_alone:6.2f} ms alone, {col2im_after_ms:6.2f} ms after a GEMM "
         f"({col2im_after_ms / col2im_alone:.1f}x) | "
         f"GEMM {gemm_alone:6.2f} ms alone, {gemm_after_ms:6.2f} ms after col2im ({gemm_after_ms / gemm_alone:.2f}x)"
@@ -162,19 +172,23 @@ def main() -> None:
     parser.add_argument("--interference-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.interference_only:
-        interference(args.batch, args.repeat)
+        interference(args.repeat)
         return
     table(args.batch, args.repeat)
     if args.no_interference or not K.numba_available():
         return
     print()
-    for timeout in (None, "4"):
-        env = dict(os.environ)
-        env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    # Both variables are read once, when OpenBLAS / the OpenMP runtime loads: one fresh interpreter each.
+    # "default" for OpenMP is libgomp's own (spin 300,000 times, then sleep): GOMP_SPINCOUNT set explicitly
+    # wins over the OMP_WAIT_POLICY=PASSIVE that minigrad sets when it is imported.
+    for timeout, passive in ((None, False), ("4", False), ("4", True)):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
         if timeout is not None:
             env["OPENBLAS_THREAD_TIMEOUT"] = timeout
-        command = [sys.executable, __file__, "--interference-only", "--batch", str(args.batch)]
-        subprocess.run([*command, "--repeat", str(args.repeat)], env=env, check=True)
+        if not passive:
+            env["GOMP_SPINCOUNT"] = "300000"
+        command = [sys.executable, __file__, "--interference-only", "--repeat", str(4 * args.repeat)]
+        subprocess.run(command, env=env, check=True)
 
 
 if __name__ == "__main__":

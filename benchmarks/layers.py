@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -36,8 +38,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+TORCH_CHILD_FLAG = "--torch-child"
 
-# minigrad first: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
+# PyTorch is timed in a child process of this script (--torch-child) that loads torch BEFORE minigrad.
+# torch and Numba share one OpenMP runtime (both link libgomp.so.1), which reads its settings once, when it
+# loads: the child gives torch its own defaults, not the OMP_WAIT_POLICY=PASSIVE minigrad sets for Numba.
+if TORCH_CHILD_FLAG in sys.argv:
+    import torch  # noqa: F401
+
+# minigrad next: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
 import minigrad  # noqa: E402
 
 # isort: split
@@ -45,7 +54,7 @@ import numpy as np  # noqa: E402
 
 import minigrad.functional.conv as conv_ops  # noqa: E402
 from alexnet.model import AlexNet, build_model, summarize  # noqa: E402
-from minigrad import backend, nn  # noqa: E402
+from minigrad import _environment, backend, nn  # noqa: E402  (_environment: the thread variables minigrad set)
 from minigrad.backend import Device  # noqa: E402
 from minigrad.tensor import Tensor  # noqa: E402
 
@@ -105,15 +114,25 @@ def numba_description() -> str:
     return f"{numba.__version__} ({numba.get_num_threads()} threads, threading layer {layer})"
 
 
-def machine_lines(device: Device, torch: ModuleType | None) -> list[str]:
+def thread_settings() -> str:
+    """The thread variables minigrad cares about, and who set them (minigrad's defaults do not reach torch)."""
+    parts = []
+    for name, default in _environment.ENVIRONMENT_DEFAULTS.items():
+        if name in _environment.environment_defaults_applied:
+            parts.append(f"{name}={default} (minigrad's default)")
+        else:
+            parts.append(f"{name}={os.environ.get(name)} (set by the user)")
+    return ", ".join(parts)
+
+
+def machine_lines(device: Device, torch_line: str | None) -> list[str]:
     lines = [
         f"CPU: {cpu_model()}, {os.cpu_count()} cores ({usable_cores()} usable), "
         f"load average {os.getloadavg()[0]:.2f} (1 min)",
         f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba_description()}, "
         f"minigrad {minigrad.__version__}",
         f"BLAS: {blas_description()}",
-        f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', '(unset)')}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}",
+        f"{thread_settings()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}",
     ]
     if device.kind == "gpu":
         xp = device.xp
@@ -123,14 +142,18 @@ def machine_lines(device: Device, torch: ModuleType | None) -> list[str]:
         except Exception:
             name = "unknown GPU"
         lines.append(f"GPU: {name}, CuPy {xp.__version__}, CUPY_TF32={os.environ.get('CUPY_TF32', '(unset)')}")
-    if torch is not None:
-        if device.kind == "gpu":
-            tf32 = torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-            where = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, TF32 {tf32}"
-        else:
-            where = f"{torch.get_num_threads()} threads"
-        lines.append(f"PyTorch {torch.__version__} ({where})")
+    if torch_line is not None:
+        lines.append(torch_line)
     return lines
+
+
+def torch_description(torch: ModuleType, device: Device) -> str:
+    if device.kind == "gpu":
+        tf32 = torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        where = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, TF32 {tf32}"
+    else:
+        where = f"{torch.get_num_threads()} threads"
+    return f"PyTorch {torch.__version__} ({where}; timed in a child process that loaded it before minigrad)"
 
 
 def import_torch(enabled: bool, device: Device) -> ModuleType | None:
@@ -151,6 +174,27 @@ def import_torch(enabled: bool, device: Device) -> ModuleType | None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     return torch
+
+
+def run_torch_child(script: str, argv: list[str]) -> dict[str, Any] | None:
+    """Run `script argv --torch-child` in a fresh interpreter and return the JSON it prints last.
+
+    The child's environment lacks the thread variables minigrad set in this process (the user's own stay),
+    so torch starts with the settings it would have without minigrad. None (with the reason printed) when
+    torch is not importable or the child fails.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _environment.environment_defaults_applied}
+    proc = subprocess.run(
+        [sys.executable, script, *argv, TORCH_CHILD_FLAG], env=env, capture_output=True, text=True, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+        print(f"(the PyTorch child process failed: no comparison columns)\n{proc.stderr[-2000:]}")
+        return None
+    for line in lines[:-1]:  # what import_torch said, e.g. that torch is not installed
+        print(line)
+    result = json.loads(lines[-1])
+    return None if result.get("skip") else result
 
 
 def synchronize(device: Device, torch: ModuleType | None = None) -> None:
@@ -456,9 +500,9 @@ def fmt_shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def print_table(cases: list[Case], stat: str, ceiling: float, torch: ModuleType | None) -> None:
+def print_table(cases: list[Case], stat: str, ceiling: float, with_torch: bool) -> None:
     head = f"{'layer':<7} {'input shape':<16} {'ms':>8} {'med/min':>7} {'GFLOP/s':>8} {'%GEMM':>6}"
-    if torch is not None:
+    if with_torch:
         head += f" {'torch ms':>9} {'ours/torch':>10}"
     print(head)
     print("-" * len(head))
@@ -471,7 +515,7 @@ def print_table(cases: list[Case], stat: str, ceiling: float, torch: ModuleType 
             line += f" {rate:8.1f} {100 * rate / ceiling:5.0f}%"
         else:
             line += f" {'-':>8} {'-':>6}"
-        if torch is not None and c.theirs:
+        if with_torch and c.theirs:
             tt = summary(c.theirs, stat)
             line += f" {1e3 * tt:9.2f} {t / tt:10.2f}"
         print(line)
@@ -480,13 +524,13 @@ def print_table(cases: list[Case], stat: str, ceiling: float, torch: ModuleType 
     flops = sum(c.gemm_flops for c in cases)
     rate = flops / total / 1e9
     line = f"{'total':<7} {'':<16} {1e3 * total:8.1f} {'':>7} {rate:8.1f} {100 * rate / ceiling:5.0f}%"
-    if torch is not None and all(c.theirs for c in cases):
+    if with_torch and all(c.theirs for c in cases):
         total_t = sum(summary(c.theirs, stat) for c in cases)
         line += f" {1e3 * total_t:9.1f} {total / total_t:10.2f}"
     print(line)
 
 
-def print_shares(cases: list[Case], stat: str, torch: ModuleType | None) -> None:
+def print_shares(cases: list[Case], stat: str, with_torch: bool) -> None:
     def shares(pick: Callable[[Case], list[float]]) -> str:
         total = sum(summary(pick(c), stat) for c in cases)
         parts = []
@@ -497,7 +541,7 @@ def print_shares(cases: list[Case], stat: str, torch: ModuleType | None) -> None
         return ", ".join(parts)
 
     print(f"share of the time, minigrad: {shares(lambda c: c.ours)}")
-    if torch is not None and all(c.theirs for c in cases):
+    if with_torch and all(c.theirs for c in cases):
         print(f"share of the time, torch:    {shares(lambda c: c.theirs)}")
     print("(other = ReLU and dropout)")
 
@@ -522,6 +566,22 @@ def print_criteria(cases: list[Case], stat: str, ceiling: float) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def torch_child(args: argparse.Namespace, device: Device, cases: list[Case], size: int) -> None:
+    """The --torch-child half: time torch on the same cases (same weights and seeded data), print JSON."""
+    torch = import_torch(True, device)
+    if torch is None:  # import_torch said why
+        print(json.dumps({"skip": True}))
+        return
+    result: dict[str, Any] = {"ceiling": torch_gemm(torch, device, size, args.repeat), "times": {}, "mismatches": []}
+    for i, c in enumerate(cases):
+        result["times"][c.name] = measure(torch_step(torch, c, device, args.seed + i), args.repeat, args.budget)
+        diff = check_same(torch, c, device, args.seed + i)
+        if diff is not None and diff > 1e-3:
+            result["mismatches"].append(f"{c.name} (relative difference {diff:.1e})")
+    result["line"] = torch_description(torch, device)
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -534,6 +594,7 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the im2col/GEMM/col2im split of the convs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     device = Device(args.device)
@@ -548,6 +609,9 @@ def main() -> None:
         cases = [c for c in cases if c.name in args.layers]
 
     size = args.gemm_size or (8192 if device.kind == "gpu" else 2048)
+    if args.torch_child:
+        torch_child(args, device, cases, size)
+        return
     load_before = os.getloadavg()[0]
     ceiling = gemm_ceiling(device, size, args.repeat)
     for i, c in enumerate(cases):  # all of ours first, then all of torch's: their thread pools never interleave
@@ -560,18 +624,16 @@ def main() -> None:
             print_conv_breakdown(cases, device, max(ceiling, ceiling_after), 4, args.seed)
         breakdown = buffer.getvalue().splitlines()
 
-    torch = import_torch(not args.no_torch, device)
-    torch_ceiling, mismatches = None, []
-    if torch is not None:
-        torch_ceiling = torch_gemm(torch, device, size, args.repeat)
-        for i, c in enumerate(cases):
-            c.theirs = measure(torch_step(torch, c, device, args.seed + i), args.repeat, args.budget)
-            diff = check_same(torch, c, device, args.seed + i)
-            if diff is not None and diff > 1e-3:
-                mismatches.append(f"{c.name} (relative difference {diff:.1e})")
+    torch_result = None if args.no_torch else run_torch_child(__file__, sys.argv[1:])
+    torch_ceiling, mismatches, torch_line = None, [], None
+    if torch_result is not None:
+        torch_ceiling, mismatches = torch_result["ceiling"], torch_result["mismatches"]
+        torch_line = torch_result["line"]
+        for c in cases:
+            c.theirs = torch_result["times"][c.name]
 
     print(f"AlexNet (paper) layers, forward + backward, batch {args.batch_size}, float32, device {device}")
-    for line in machine_lines(device, torch):
+    for line in machine_lines(device, torch_line):
         print(line)
     ceil = max(ceiling, ceiling_after)
     print(
@@ -587,9 +649,9 @@ def main() -> None:
         + (" -- the machine was busy (or the ceiling moved): rerun for clean numbers" if noisy else "")
     )
     print()
-    print_table(cases, args.stat, ceil, torch)
+    print_table(cases, args.stat, ceil, torch_result is not None)
     print()
-    print_shares(cases, args.stat, torch)
+    print_shares(cases, args.stat, torch_result is not None)
     print_criteria(cases, args.stat, ceil)
     if breakdown:
         print()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import statistics
 import sys
 import time
@@ -33,12 +34,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-# minigrad first: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
+# PyTorch runs in a child process that loads torch before minigrad (see the same lines in layers.py).
+if "--torch-child" in sys.argv:
+    import torch  # noqa: F401
+
+# minigrad next: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
 import minigrad  # noqa: E402
 
 # isort: split
 import numpy as np  # noqa: E402
-from layers import gemm_ceiling, import_torch, machine_lines, synchronize  # noqa: E402  (benchmarks/layers.py)
+from layers import (  # noqa: E402  (benchmarks/layers.py)
+    TORCH_CHILD_FLAG,
+    gemm_ceiling,
+    import_torch,
+    machine_lines,
+    run_torch_child,
+    synchronize,
+    torch_description,
+)
 
 from alexnet.model import CONFIGS, AlexNet, build_model, summarize  # noqa: E402
 from minigrad import backend, nn, optim  # noqa: E402
@@ -261,6 +274,7 @@ def main() -> None:
     parser.add_argument("--no-split", action="store_true", help="skip the split by layer kind")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     device = Device(args.device)
@@ -269,26 +283,29 @@ def main() -> None:
     minigrad.manual_seed(args.seed)
     model = build_model(args.model).to(device).train()
     x_host, y_host = random_batch(model, batch, args.seed)
+    if args.torch_child:  # the PyTorch half: same initial weights and batch, results as JSON
+        torch = import_torch(True, device)
+        if torch is None:  # import_torch said why
+            print(json.dumps({"skip": True}))
+            return
+        times, losses = time_steps(torch_step(torch, model, device, x_host, y_host), args.steps, args.budget)
+        print(json.dumps({"times": times, "losses": losses, "line": torch_description(torch, device)}))
+        return
     flops = gemm_flops_per_step(model, batch)
     ceiling = gemm_ceiling(device, 8192 if device.kind == "gpu" else 2048, repeat=5)
 
     ours_times, ours_losses = time_steps(minigrad_step(model, device, x_host, y_host), args.steps, args.budget)
     split_lines: list[str] = []
-    if not args.no_split:  # before torch is imported: its thread pool stays out of minigrad's timings
+    if not args.no_split:  # (torch runs in its own process afterwards: the two never share the cores)
         split_lines = _capture(lambda: split_by_kind(model, device, x_host, y_host, args.split_steps))
-    torch = import_torch(not args.no_torch, device)
-    theirs = None
-    if torch is not None:
-        minigrad.manual_seed(args.seed)
-        fresh = build_model(args.model)  # the initial weights again (ours have trained for a few steps)
-        theirs = time_steps(torch_step(torch, fresh, device, x_host, y_host), args.steps, args.budget)
+    torch_result = None if args.no_torch else run_torch_child(__file__, sys.argv[1:])
 
     cfg = model.config
     print(
         f"training step: {cfg.name} ({cfg.in_channels}x{cfg.image_size}x{cfg.image_size} -> {cfg.num_classes}, "
         f"{model.num_parameters():,} parameters), batch {batch}, float32, device {device}"
     )
-    for line in machine_lines(device, torch):
+    for line in machine_lines(device, torch_result and torch_result["line"]):
         print(line)
     print(
         f"GEMM ceiling {ceiling:.0f} GFLOP/s ({'CuPy' if device.kind == 'gpu' else 'NumPy'}); "
@@ -296,8 +313,8 @@ def main() -> None:
     )
     print()
     med = report("minigrad", ours_times, ours_losses, batch, flops, ceiling)
-    if theirs is not None:
-        med_t = report("torch", *theirs, batch, flops, ceiling)
+    if torch_result is not None:
+        med_t = report("torch", torch_result["times"], torch_result["losses"], batch, flops, ceiling)
         print(f"minigrad / torch step time: {med / med_t:.2f} (below 1: minigrad is faster)")
     if split_lines:
         print()

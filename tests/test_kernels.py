@@ -14,6 +14,7 @@ Tolerances, stated once:
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -485,3 +486,29 @@ def test_a_kernel_larger_than_the_padded_input_is_an_error(im2col):
 def test_col2im_checks_the_cols_shape(col2im):
     with pytest.raises(ValueError, match="expected"):
         col2im(np.zeros((1, 1, 3, 3, 4, 4), np.float32), (1, 1, 5, 5), 3, 3, 1, 0)
+
+
+@pytest.mark.parametrize("user_setting", [None, "ACTIVE"])
+def test_importing_minigrad_puts_idle_threads_to_sleep_unless_the_user_chose(user_setting):
+    """OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 by default; a value the user set is kept."""
+    script = """
+import os, json
+import minigrad
+from minigrad import _environment
+print(json.dumps([os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+                  _environment.environment_defaults_applied]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    if user_setting is not None:
+        env["OMP_WAIT_POLICY"] = user_setting
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    policy, timeout, applied = json.loads(result.stdout.strip().splitlines()[-1])
+    assert timeout == "4"
+    if user_setting is None:
+        assert policy == "PASSIVE" and applied == ["OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY"]
+    else:
+        assert policy == user_setting and applied == ["OPENBLAS_THREAD_TIMEOUT"]
