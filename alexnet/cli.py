@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="sgd is the paper's rule")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (inside SGD's velocity)")
-    t.add_argument("--patience", type=int, default=1, help="epochs without validation improvement before lr/10")
+    t.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before lr/10")
     t.add_argument("--min-lr", type=float, default=1e-5, help="never reduce the learning rate below this")
     t.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order, augmentation, dropout")
     t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATE-TIME)")
