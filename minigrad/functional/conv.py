@@ -62,6 +62,13 @@ def _images_per_chunk(x: Array, bytes_per_image: int) -> int:
 
 
 class Conv2d(Function):
+    def _columns(self, x: Array, n0: int, m: int, buffer: Array, oh: int, ow: int) -> Array:
+        """im2col of images n0 .. n0+m-1 into the front of `buffer`, viewed as (G, C/G*KH*KW, m*OH*OW)."""
+        c, kh, kw = x.shape[1], *self.kernel_size
+        cols = buffer[: c * kh * kw * m * oh * ow].reshape(c, kh, kw, m, oh, ow)
+        cols = im2col(x[n0 : n0 + m], kh, kw, self.stride, self.padding, out=cols)
+        return cols.reshape(self.groups, c // self.groups * kh * kw, m * oh * ow)
+
     def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         xp = get_array_module(x, w)
         n, c = x.shape[:2]
@@ -71,13 +78,13 @@ class Conv2d(Function):
         length = oh * ow
         step = _images_per_chunk(x, c * kh * kw * length * x.dtype.itemsize)
         wmat = w.reshape(g, o // g, k)
+        self.kernel_size = (kh, kw)
         out = xp.empty((n, o, length), dtype=x.dtype)
         cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
         y_buffer = xp.empty(o * step * length, dtype=x.dtype) if step > 1 else None
         for n0 in range(0, n, step):
             m = min(step, n - n0)
-            cols = cols_buffer[: c * kh * kw * m * length].reshape(c, kh, kw, m, oh, ow)
-            cols = im2col(x[n0 : n0 + m], kh, kw, self.stride, self.padding, out=cols).reshape(g, k, m * length)
+            cols = self._columns(x, n0, m, cols_buffer, oh, ow)
             if m == 1:  # one image: (G, O/G, L) is already the output's layout, write it in place
                 y = out[n0].reshape(g, o // g, length)
                 for gi in range(g):
@@ -133,12 +140,7 @@ class Conv2d(Function):
                 db += gm.reshape(o, m * length).sum(axis=1)  # contiguous rows, still in the cache
             gm = gm.reshape(g, o // g, m * length)
             if need_w:
-                if self.cols is not None:
-                    cols = self.cols
-                else:
-                    cols = cols_buffer[: c * kh * kw * m * length].reshape(c, kh, kw, m, oh, ow)
-                    cols = im2col(x[n0 : n0 + m], kh, kw, self.stride, self.padding, out=cols)
-                    cols = cols.reshape(g, k, m * length)
+                cols = self.cols if self.cols is not None else self._columns(x, n0, m, cols_buffer, oh, ow)
                 for gi in range(g):
                     xp.matmul(cols[gi], gm[gi].T, out=dw_part[gi])
                 if dw_part is not dw_t:
