@@ -34,6 +34,7 @@ from . import _numba
 
 IntPair = int | tuple[int, int]
 
+# col2im_shift_kernel runs one task per channel: below this many channels the per-plane kernel is used.
 SHIFT_COL2IM_MIN_CHANNELS = 16
 
 
