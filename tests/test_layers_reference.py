@@ -165,6 +165,19 @@ def test_conv2d_needs_only_the_gradients_asked_for(device, conv_chunk, needs):
             assert_matches(got, expected, np.float64)
 
 
+def test_conv2d_backward_twice_through_a_retained_graph(device, conv_chunk):
+    """The second pass must not reuse columns that the first pass overwrote with another chunk's."""
+    x = leaf(host((5, 4, 6, 6), 10), device, np.float64)
+    w = leaf(host((6, 2, 3, 3), 11), device, np.float64)
+    y = F.conv2d(x, w, stride=1, padding=1, groups=2)
+    upstream = mg.tensor(host(y.shape, 12), device=device)
+    y.backward(upstream, retain_graph=True)
+    once_x, once_w = to_host(x.grad.data), to_host(w.grad.data)
+    y.backward(upstream)
+    np.testing.assert_allclose(to_host(x.grad.data), 2 * once_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_host(w.grad.data), 2 * once_w, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_chunk_size_follows_the_byte_budget(monkeypatch):
     conv_module = importlib.import_module("minigrad.functional.conv")
     x = np.zeros((10, 3, 4, 4), np.float32)

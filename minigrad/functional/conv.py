@@ -5,7 +5,7 @@ cols (C, KH, KW, N, OH, OW), viewed per group as a (C/G*KH*KW, N*OH*OW) matrix.
 A chunk of n images is then ONE matrix product per group, forward and backward:
 
     Y_g  = W_g @ cols_g          (O/G, K) @ (K, n*L)
-    dW_g^T += cols_g @ dY_g.T    (K, n*L) @ (n*L, O/G)
+    dW_g^T += cols_g @ dY_g.T    (K, n*L) @ (n*L, O/G)     (chunks in reverse: the last is still unfolded)
     dcols_g = W_g.T @ dY_g       (K, O/G) @ (O/G, n*L)     then col2im
 
 On the GPU the chunk is the whole batch. On the CPU it is as many images as fit in CPU_COLS_BYTES
@@ -101,9 +101,10 @@ class Conv2d(Function):
                 xp.add(by_image, b.reshape(1, o, 1), out=out[n0 : n0 + m])
             else:
                 out[n0 : n0 + m] = by_image
-        # dW needs the columns again: keep them when they are the whole batch, else unfold again in backward
+        # dW needs the columns again. Keep the last chunk's (all of them when the batch is one chunk): the
+        # backward pass goes through the chunks in reverse and starts with it; the others it unfolds again.
         needs_w = bool(self.inputs) and self.inputs[1].requires_grad
-        self.cols = cols if step >= n and needs_w else None
+        self.cols, self.cols_buffer = (cols, cols_buffer) if needs_w else (None, None)
         self.x, self.w, self.step = x, w, step
         return out.reshape(n, o, oh, ow)
 
@@ -124,12 +125,15 @@ class Conv2d(Function):
         dw_t = xp.zeros((g, k, o // g), dtype=grad.dtype) if need_w else None
         dw_part = xp.empty_like(dw_t) if need_w and step < n else dw_t
         dx = xp.empty(x.shape, dtype=grad.dtype) if need_x else None
-        cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_w and self.cols is None else None
         dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_x else None
         gm_buffer = xp.empty(o * step * length, dtype=grad.dtype) if step > 1 else None
         need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
         db = xp.zeros(o, dtype=grad.dtype) if need_b else None
-        for n0 in range(0, n, step):
+        cols_buffer = self.cols_buffer
+        if need_w and cols_buffer is None:  # w did not need a gradient when the forward pass ran
+            cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
+        last = (n - 1) // step * step  # the chunk whose columns the forward pass left in cols_buffer
+        for n0 in range(last, -1, -step):
             m = min(step, n - n0)
             if m == 1:  # one image: its gradient (O, L) is already in the columns' layout
                 gm = grad[n0].reshape(o, 1, length)
@@ -140,7 +144,10 @@ class Conv2d(Function):
                 db += gm.reshape(o, m * length).sum(axis=1)  # contiguous rows, still in the cache
             gm = gm.reshape(g, o // g, m * length)
             if need_w:
-                cols = self.cols if self.cols is not None else self._columns(x, n0, m, cols_buffer, oh, ow)
+                if n0 == last and self.cols is not None:
+                    cols = self.cols
+                else:
+                    cols = self._columns(x, n0, m, cols_buffer, oh, ow)
                 for gi in range(g):
                     xp.matmul(cols[gi], gm[gi].T, out=dw_part[gi])
                 if dw_part is not dw_t:
@@ -152,6 +159,8 @@ class Conv2d(Function):
                 dcols = dcols.reshape(c, kh, kw, m, oh, ow)
                 col2im(dcols, (m, *x.shape[1:]), kh, kw, self.stride, self.padding, out=dx[n0 : n0 + m])
         dw = xp.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(w.shape) if need_w else None
+        if last > 0:  # cols_buffer now holds another chunk: a second backward (retain_graph) unfolds again
+            self.cols = None
 
         if len(self.inputs) == 3:
             return dx, dw, db
