@@ -81,17 +81,10 @@ class Conv2d(Function):
         self.kernel_size = (kh, kw)
         out = xp.empty((n, o, length), dtype=x.dtype)
         cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
-        y_buffer = xp.empty(o * step * length, dtype=x.dtype) if step > 1 else None
+        y_buffer = xp.empty(o * step * length, dtype=x.dtype)
         for n0 in range(0, n, step):
             m = min(step, n - n0)
             cols = self._columns(x, n0, m, cols_buffer, oh, ow)
-            if m == 1:  # one image: (G, O/G, L) is already the output's layout, write it in place
-                y = out[n0].reshape(g, o // g, length)
-                for gi in range(g):
-                    xp.matmul(wmat[gi], cols[gi], out=y[gi])
-                if b is not None:
-                    out[n0] += b.reshape(o, 1)
-                continue
             y = y_buffer[: o * m * length].reshape(g, o // g, m * length)
             for gi in range(g):
                 xp.matmul(wmat[gi], cols[gi], out=y[gi])
@@ -126,7 +119,7 @@ class Conv2d(Function):
         dw_part = xp.empty_like(dw_t) if need_w and step < n else dw_t
         dx = xp.empty(x.shape, dtype=grad.dtype) if need_x else None
         dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_x else None
-        gm_buffer = xp.empty(o * step * length, dtype=grad.dtype) if step > 1 else None
+        gm_buffer = xp.empty(o * step * length, dtype=grad.dtype)
         need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
         db = xp.zeros(o, dtype=grad.dtype) if need_b else None
         cols_buffer = self.cols_buffer
@@ -135,11 +128,9 @@ class Conv2d(Function):
         last = (n - 1) // step * step  # the chunk whose columns the forward pass left in cols_buffer
         for n0 in range(last, -1, -step):
             m = min(step, n - n0)
-            if m == 1:  # one image: its gradient (O, L) is already in the columns' layout
-                gm = grad[n0].reshape(o, 1, length)
-            else:  # (m, O, L) -> (O, m, L) = (G, O/G, m*L), matching the columns' layout
-                gm = gm_buffer[: o * m * length].reshape(o, m, length)
-                gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
+            # (m, O, L) -> (O, m, L) = (G, O/G, m*L), matching the columns' layout
+            gm = gm_buffer[: o * m * length].reshape(o, m, length)
+            gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
             if need_b:
                 db += gm.reshape(o, m * length).sum(axis=1)  # contiguous rows, still in the cache
             gm = gm.reshape(g, o // g, m * length)
