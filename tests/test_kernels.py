@@ -49,6 +49,10 @@ CASES = {
     "padding > kernel // 2 (all-padding windows)": ((1, 2, 4, 5), 2, 2, (1, 1), (2, 2)),
     "kernel = whole input": ((2, 2, 4, 4), 4, 4, (1, 1), (0, 0)),
     "stride not dividing, padding 1": ((2, 1, 8, 8), 3, 3, (3, 2), (1, 1)),
+    # the Numba im2col splits padded rows into stride phases; a width that the stride does not divide
+    # leaves a ragged last phase, and side padding must land in the right phase
+    "11x11 stride 4 padding 2, ragged phases": ((1, 2, 30, 29), 11, 11, (4, 4), (2, 2)),
+    "stride 1, side padding only, OW != W": ((1, 2, 6, 7), 3, 3, (1, 1), (0, 2)),
     # stride 1 with OW == W takes the Numba shifted-copy path; these stress its edges
     "same conv, non-square kernel": ((2, 2, 6, 9), 3, 5, (1, 1), (1, 2)),
     "same conv, input smaller than the kernel (offsets that only see padding)": ((1, 2, 2, 3), 5, 5, (1, 1), (2, 2)),

@@ -161,29 +161,49 @@ else:  # never called (run() refuses first), but the definitions below must stil
 
 
 @_jit
-def im2col_kernel(x, cols, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
-    """x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW); writes every element of cols (padding as zeros)."""
-    n_img, n_ch, _, _ = x.shape
+def split_phases_kernel(x, xs, pw):  # pragma: no cover (compiled)
+    """x (N, C, H, W) -> xs (N, C, SW, H, Q): xs[n, c, p, h, q] = x[n, c, h, q*SW + p - pw], zero outside x.
+
+    Each row of x, zero-padded by pw on both sides, is split into its SW stride phases (every SW-th value,
+    starting at p). A window column j of a stride-SW convolution then reads phase j % SW from q = j // SW
+    on: a contiguous run, which im2col_kernel copies with vector loads instead of gathering every SW-th
+    value. The split is one pass over x, which is KH*KW/SW times smaller than the columns.
+    """
+    n_img, n_ch, height, width = x.shape
+    _, _, n_phase, _, n_q = xs.shape
+    for plane in prange(n_img * n_ch):
+        n, c = plane // n_ch, plane % n_ch
+        for h in range(height):
+            src = x[n, c, h]
+            for p in range(n_phase):
+                dst = xs[n, c, p, h]
+                for q in range(n_q):
+                    w = q * n_phase + p - pw
+                    dst[q] = src[w] if 0 <= w < width else 0
+
+
+@_jit
+def im2col_kernel(xs, cols, sh, ph, oh_lo, oh_hi):  # pragma: no cover (compiled)
+    """xs (N, C, SW, H, Q) from split_phases_kernel -> cols (C, KH, KW, N, OH, OW); writes every element.
+
+    cols[c, i, j, n, oh] is the run xs[n, c, j % SW, oh*SH + i - ph, j // SW :][:OW], or zeros where that
+    input row lies in the vertical padding (oh outside oh_lo[i] .. oh_hi[i]).
+    """
+    n_img, n_ch, n_phase, _, _ = xs.shape
     _, kh, kw, _, n_oh, n_ow = cols.shape
-    for p in prange(n_img * n_ch):  # one (n, c) image plane per task: planes never share memory
-        n, c = p // n_ch, p % n_ch
-        for i in range(kh):
-            for j in range(kw):
-                w0 = j - pw
-                for oh in range(n_oh):
-                    row = cols[c, i, j, n, oh]
-                    if oh < oh_lo[i] or oh >= oh_hi[i]:
-                        for ow in range(n_ow):
-                            row[ow] = 0
-                        continue
-                    src = x[n, c, oh * sh + i - ph]
-                    # Three runs instead of an `if` per element: left padding, the input, right padding.
-                    for ow in range(ow_lo[j]):
+    for task in prange(n_ch * kh * n_img):  # task (c, i, n) writes cols[c, i, :, n]: tasks never share memory
+        c, i, n = task // (kh * n_img), task // n_img % kh, task % n_img
+        for j in range(kw):
+            p, q0 = j % n_phase, j // n_phase
+            for oh in range(n_oh):
+                row = cols[c, i, j, n, oh]
+                if oh < oh_lo[i] or oh >= oh_hi[i]:
+                    for ow in range(n_ow):
                         row[ow] = 0
-                    for ow in range(ow_lo[j], ow_hi[j]):
-                        row[ow] = src[ow * sw + w0]
-                    for ow in range(ow_hi[j], n_ow):
-                        row[ow] = 0
+                    continue
+                src = xs[n, c, p, oh * sh + i - ph]
+                for ow in range(n_ow):
+                    row[ow] = src[q0 + ow]
 
 
 @_jit
