@@ -118,7 +118,9 @@ def thread_settings() -> str:
     """The thread variables minigrad cares about, and who set them (minigrad's defaults do not reach torch)."""
     parts = []
     for name, default in _environment.ENVIRONMENT_DEFAULTS.items():
-        if name in _environment.environment_defaults_applied:
+        if name == "OPENBLAS_THREAD_TIMEOUT" and _environment.openblas_timeout_too_late:
+            parts.append(f"{name}={default} (minigrad's default, set after NumPy loaded: without effect)")
+        elif name in _environment.environment_defaults_applied:
             parts.append(f"{name}={default} (minigrad's default)")
         else:
             parts.append(f"{name}={os.environ.get(name)} (set by the user)")

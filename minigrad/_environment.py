@@ -4,6 +4,7 @@
 """
 
 import os
+import sys
 
 # OpenBLAS's idle worker threads spin for a while after each matrix product and, on a 2-core machine,
 # starve the Numba kernels (im2col, col2im, pooling) that run between the GEMMs: measured 1.4x slower
@@ -15,9 +16,14 @@ import os
 # PASSIVE makes them sleep at once. The OpenMP runtime reads it when it loads, and it is shared: a library
 # loaded later in the same process (PyTorch links the same libgomp) gets it too.
 #
-# An explicit setting by the user wins over both.
+# An explicit setting by the user wins over both. Both are read once, when the library loads: a script that
+# imported NumPy before minigrad keeps OpenBLAS's spinning (conv1's forward + backward: 113-119 ms instead of
+# 102-105 ms at batch 32 on 2 cores). `openblas_timeout_too_late` records that case; import minigrad first.
 ENVIRONMENT_DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}
 
 # The ones minigrad set (not the user): the benchmarks leave them out of PyTorch's process, to time it as-is.
 environment_defaults_applied = [name for name in ENVIRONMENT_DEFAULTS if name not in os.environ]
 os.environ.update({name: ENVIRONMENT_DEFAULTS[name] for name in environment_defaults_applied})
+
+# NumPy (and with it OpenBLAS) was already loaded, so OpenBLAS never saw the timeout minigrad set.
+openblas_timeout_too_late = "OPENBLAS_THREAD_TIMEOUT" in environment_defaults_applied and "numpy" in sys.modules

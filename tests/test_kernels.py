@@ -516,3 +516,17 @@ print(json.dumps([os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OPENBLAS_TH
         assert policy == "PASSIVE" and applied == ["OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY"]
     else:
         assert policy == user_setting and applied == ["OPENBLAS_THREAD_TIMEOUT"]
+
+
+@pytest.mark.parametrize("numpy_first", [False, True])
+def test_minigrad_says_when_numpy_was_loaded_before_it(numpy_first):
+    """OpenBLAS reads its timeout when NumPy loads it: importing NumPy first makes minigrad's default too late."""
+    script = ("import numpy\n" if numpy_first else "") + (
+        "import minigrad\nfrom minigrad import _environment\nprint(_environment.openblas_timeout_too_late)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(numpy_first)
