@@ -167,7 +167,7 @@ def split_phases_kernel(x, xs, pw):  # pragma: no cover (compiled)
     Each row of x, zero-padded by pw on both sides, is split into its SW stride phases (every SW-th value,
     starting at p). A window column j of a stride-SW convolution then reads phase j % SW from q = j // SW
     on: a contiguous run, which im2col_kernel copies with vector loads instead of gathering every SW-th
-    value. The split is one pass over x, which is KH*KW/SW times smaller than the columns.
+    value. The split is one pass over x, about KH*KW / (SH*SW) times smaller than the columns (7.6x for conv1).
     """
     n_img, n_ch, height, width = x.shape
     _, _, n_phase, _, n_q = xs.shape

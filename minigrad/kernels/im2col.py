@@ -14,7 +14,7 @@ position it was copied from. Where windows overlap the contributions add up; ent
 padding are dropped. The convolution's backward pass uses it to turn d(cols) into d(input).
 
 Each function comes in two versions with the same results:
-- `*_numba`: compiled CPU loops (NumPy float32/float64 only), parallel over the image planes or channels.
+- `*_numba`: compiled CPU loops (NumPy float32/float64 only), parallel over image planes, channels or rows.
   im2col first splits each padded input row into its stride phases (every SW-th value), so that every row
   of cols is a contiguous run of one phase, copied with vector loads instead of a gather of every SW-th
   value (1.6x faster for AlexNet's conv1, stride 4). Stride 1 with OW == W (a "same" convolution) has its
