@@ -1,4 +1,4 @@
-"""Convolution, pooling and local response normalisation kernels on raw arrays.
+"""Convolution, pooling and local response normalisation kernels on raw arrays, and the SGD update.
 
 No autograd here: the ops in `minigrad.functional` call these.
 
@@ -26,6 +26,7 @@ from .pooling import (
     max_pool2d_forward_generic,
     max_pool2d_forward_numba,
 )
+from .sgd import sgd_momentum_step, sgd_momentum_step_generic, sgd_momentum_step_numba
 
 __all__ = [
     "ARGMAX_DTYPE",
@@ -51,4 +52,7 @@ __all__ = [
     "max_pool2d_forward_numba",
     "numba_available",
     "output_size",
+    "sgd_momentum_step",
+    "sgd_momentum_step_generic",
+    "sgd_momentum_step_numba",
 ]
