@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--model alexnet|alexnet-small|alexnet-tiny] [--batch-size N]
                                     [--device cpu|gpu] [--steps N] [--no-torch] [--no-split]
+                                    [--keep-freed-memory]
 
 One step is what the training loop does for a batch: zero the gradients, forward, cross-entropy, backward,
 and the paper's SGD update (momentum 0.9, weight decay 5e-4). The batch is random data that already sits on
@@ -274,8 +275,14 @@ def main() -> None:
     parser.add_argument("--no-split", action="store_true", help="skip the split by layer kind")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="minigrad.keep_freed_memory() in both processes, as the alexnet command does (default: glibc's malloc)",
+    )
     parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kept = args.keep_freed_memory and minigrad.keep_freed_memory()  # the torch child gets the same flag
 
     device = Device(args.device)
     device.xp  # noqa: B018  (fails early, with the reason, when the GPU is not usable)
@@ -307,6 +314,10 @@ def main() -> None:
     )
     for line in machine_lines(device, torch_result and torch_result["line"]):
         print(line)
+    if kept:
+        print("malloc: freed memory kept for reuse in both processes (--keep-freed-memory, as `alexnet train` does)")
+    else:
+        print("malloc: glibc's defaults (`alexnet train` keeps freed memory for reuse: --keep-freed-memory)")
     print(
         f"GEMM ceiling {ceiling:.0f} GFLOP/s ({'CuPy' if device.kind == 'gpu' else 'NumPy'}); "
         f"conv + FC matrix products per step: {flops / 1e9:.1f} GFLOP (a multiply-add counts 2)"

@@ -8,6 +8,7 @@ y.backward()          # x.grad == 2 * x
 
 # First, before anything loads NumPy or Numba: their thread settings (see _environment.py).
 from minigrad import _environment  # noqa: F401
+from minigrad._environment import keep_freed_memory
 
 # isort: split
 from minigrad import backend, functional, nn, optim
@@ -27,6 +28,7 @@ __all__ = [
     "functional",
     "gpu_available",
     "gradcheck",
+    "keep_freed_memory",
     "manual_seed",
     "nn",
     "no_grad",

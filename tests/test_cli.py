@@ -36,6 +36,14 @@ def test_summary_prints_the_layer_table(capsys):
     assert "60,965,224" in out and "MFLOPs" in out
 
 
+def test_every_command_keeps_freed_memory_for_reuse(capsys, monkeypatch):
+    """The application (not the library) chooses the allocator policy: main() asks for it once."""
+    calls = []
+    monkeypatch.setattr("alexnet.cli.keep_freed_memory", lambda: calls.append(1) or True)
+    assert main(["summary", "--model", "alexnet-tiny"]) == 0
+    assert calls == [1]
+
+
 @pytest.mark.skipif(backend.gpu_available(), reason="checks the message shown when no GPU is usable")
 def test_asking_for_a_gpu_without_one_says_why(capsys):
     assert main(["train", "--device", "gpu"]) == 2

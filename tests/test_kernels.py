@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -530,3 +531,41 @@ def test_minigrad_says_when_numpy_was_loaded_before_it(numpy_first):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(numpy_first)
+
+
+KEEP_FREED_SCRIPT = """
+import resource, sys
+import minigrad
+import numpy as np
+applied = minigrad.keep_freed_memory()
+faults = []
+for _ in range(4):  # allocate and fill 128 MB four times, as a training step does with its large arrays
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.empty(32 * 2**20, np.float32)
+    a[...] = 1.0
+    del a
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, max(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory only changes glibc's malloc")
+@pytest.mark.parametrize("user_setting", [None, "MALLOC_TRIM_THRESHOLD_"])
+def test_keep_freed_memory_reuses_large_arrays_unless_the_user_set_malloc(user_setting):
+    """Kept, a freed 128 MB array is reused without page faults; a malloc variable of the user's wins."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES"):
+        env.pop(name, None)
+    if user_setting is not None:
+        env[user_setting] = "131072"  # glibc's own default
+    script = [sys.executable, "-c", KEEP_FREED_SCRIPT]
+    result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    applied, faults = result.stdout.split()
+    if user_setting is None:
+        assert applied == "True"
+        # fresh memory faults once per page: 32,768 pages of 4 KB, or 64 transparent huge pages of 2 MB
+        assert int(faults) < 16
+    else:
+        assert applied == "False"
