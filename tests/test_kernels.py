@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import spy_on, use_backend  # the same backends as the `xp` fixture, chosen by id
+from conftest import break_numba_kernel, spy_on, use_backend  # the same backends as the `xp` fixture, chosen by id
 
 from minigrad import kernels as K
 from minigrad.backend import to_numpy
-from minigrad.kernels import _numba
 
 DTYPES = [np.float32, np.float64]
 SUM_TOL = {np.float32: {"rtol": 1e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-12}}
@@ -418,14 +417,7 @@ def test_numba_versions_refuse_other_dtypes_without_breaking_numba():
 
 @needs_numba
 def test_a_failing_kernel_warns_once_and_falls_back_for_good(monkeypatch):
-    def broken(*args):
-        raise RuntimeError("pretend the JIT failed")
-
-    # monkeypatch restores the module's state (usable, not yet warned) after the test.
-    monkeypatch.setattr(_numba, "_failure", None)
-    monkeypatch.setattr(_numba, "_warned", False)
-    monkeypatch.setattr(_numba, "im2col_kernel", broken)
-    monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
+    break_numba_kernel(monkeypatch, "im2col_kernel")
     x = np.random.default_rng(5).standard_normal((1, 2, 5, 5))
     with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):
         cols = K.im2col(x, 3, 3, 2, 1)  # stride 2: the general kernel (stride 1 may take the shifted-copy one)

@@ -23,7 +23,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import spy_on
+from conftest import break_numba_kernel, spy_on
 
 import minigrad as mg
 import minigrad.functional as F
@@ -278,13 +278,7 @@ def test_float16_takes_the_generic_path_and_keeps_its_dtype(spies):
 
 @needs_numba
 def test_a_failing_kernel_warns_once_and_falls_back(monkeypatch):
-    def broken(*args):
-        raise RuntimeError("pretend the JIT failed")
-
-    monkeypatch.setattr(_numba, "_failure", None)
-    monkeypatch.setattr(_numba, "_warned", False)
-    monkeypatch.setattr(_numba, "lrn_forward_kernel", broken)
-    monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
+    break_numba_kernel(monkeypatch, "lrn_forward_kernel")
     x, g, alpha, k = random_case((2, 6, 3, 3), "caffe", 5, np.float64)
     with pytest.warns(RuntimeWarning, match="pretend the JIT failed"):
         y, scale = K.lrn_forward(x, 5, alpha, 0.75, k)

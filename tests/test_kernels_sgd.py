@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import spy_on, to_host
+from conftest import break_numba_kernel, spy_on, to_host
 
 from minigrad import kernels as K
-from minigrad.kernels import _numba
 
 DTYPES = [np.float32, np.float64]
 MOMENTUM, DECAY, LR = 0.9, 0.01 * 5e-4, 0.01
@@ -123,13 +122,7 @@ def test_numba_version_refuses_mismatched_arrays_with_a_clear_error():
 
 @needs_numba
 def test_a_failing_update_kernel_falls_back_with_one_warning(monkeypatch):
-    def broken(*args):
-        raise RuntimeError("pretend the JIT failed")
-
-    monkeypatch.setattr(_numba, "_failure", None)  # monkeypatch restores the module's state afterwards
-    monkeypatch.setattr(_numba, "_warned", False)
-    monkeypatch.setattr(_numba, "sgd_momentum_kernel", broken)
-    monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
+    break_numba_kernel(monkeypatch, "sgd_momentum_kernel")
     w, grad, velocity = arrays(9, np.float64)
     expected_w, expected_v = naive_sgd_step(w, grad, velocity, MOMENTUM, DECAY, LR)
     with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):
