@@ -22,7 +22,7 @@ timeout 45 $py -m minigrad.cli gradcheck --device gpu > "$out/gradcheck_gpu.txt"
 tail -2 "$out/gradcheck_gpu.txt"
 
 step "alexnet train on the GPU (alexnet-tiny, data: $data)"
-timeout 90 $py -m alexnet.cli train --device gpu --data "$data" --epochs 3 --out "$out/run-tiny" --no-progress \
+timeout 90 $py -m alexnet.cli train --device gpu --data "$data" --epochs 3 --out "${RUN_DIR:-$out/run-tiny}" --no-progress \
     --no-plots 2>&1 | tee "$out/train_gpu.txt"
 
 step "training steps: paper AlexNet, batch 128"

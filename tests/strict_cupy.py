@@ -29,7 +29,7 @@ import numpy as np
 # test_strict_cupy.py when a GPU is present). Each one not defined below wraps NumPy's namesake.
 CUPY_NAMES = frozenset(
     """
-    ndarray asarray asanyarray array asnumpy get_array_module is_available cuda random
+    ndarray asarray asanyarray array asnumpy get_array_module is_available cuda random lib
     e euler_gamma inf nan newaxis pi
     bool bool_ complex64 complex128 dtype float16 float32 float64 int8 int16 int32 int64 intp
     uint8 uint16 uint32 uint64 uintp number integer signedinteger unsignedinteger floating inexact
@@ -490,6 +490,17 @@ class _CudaDevice:
 
 
 cuda = types.SimpleNamespace(Device=_CudaDevice, is_available=is_available)
+
+
+def _as_strided(x: Any, shape: Any = None, strides: Any = None) -> ndarray:
+    """`cupy.lib.stride_tricks.as_strided`: a view of a device array's memory with the given shape and
+    byte strides (no copy, no bounds check, as in CuPy). CuPy's takes no `writeable` or `subok`."""
+    if not isinstance(x, ndarray):
+        raise TypeError(f"strict_cupy.lib.stride_tricks.as_strided() takes a device array, not {type(x).__name__}")
+    return _wrap(np.lib.stride_tricks.as_strided(x._a, shape=shape, strides=strides))
+
+
+lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(as_strided=_as_strided))
 
 _MISSING_ON_CUPY = {
     "normal": "use standard_normal(size, dtype=...) * std + mean",

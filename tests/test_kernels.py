@@ -216,6 +216,27 @@ def test_numba_col2im_by_channel_is_bit_identical(case, dtype, monkeypatch):
     np.testing.assert_allclose(got, naive_col2im(cols, x_shape, *geometry), **SUM_TOL[dtype])
 
 
+def test_generic_kernels_take_views_with_any_strides(xp):
+    """The generic im2col and max-pool read windows through a strided view of their input: an input that is
+    itself a view (sliced channels, reversed rows, a transpose) must give the same result as its copy."""
+    rng = np.random.default_rng(6)
+    base = xp.asarray(rng.standard_normal((2, 6, 9, 8)).astype(np.float32))
+    views = {
+        "every other channel": base[:, ::2],
+        "rows reversed": base[:, :, ::-1],
+        "H and W swapped": base.transpose(0, 1, 3, 2),
+    }
+    for name, view in views.items():
+        copy = to_numpy(view).copy()
+        for kh, kw, stride, padding in [(3, 3, (2, 2), (0, 0)), (3, 2, (1, 2), (1, 1))]:
+            got = to_numpy(K.im2col_generic(view, kh, kw, stride, padding))
+            np.testing.assert_array_equal(got, naive_im2col(copy, kh, kw, stride, padding), err_msg=name)
+            out, argmax = K.max_pool2d_forward_generic(view, kh, kw, stride, padding)
+            want_out, want_argmax = naive_max_pool_forward(copy, kh, kw, stride, padding)
+            np.testing.assert_array_equal(to_numpy(out), want_out, err_msg=name)
+            np.testing.assert_array_equal(to_numpy(argmax), want_argmax, err_msg=name)
+
+
 # ----------------------------------------------------------------------------- writing into a given buffer
 
 
@@ -352,6 +373,9 @@ def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):
     x[0, 0, 0, 0] = np.nan  # a NaN in the first position wins too
     out, argmax = forward(xp.asarray(x), 2, 2, (2, 2), (0, 0))
     assert np.isnan(to_numpy(out).item()) and to_numpy(argmax).item() == 0
+    x = np.array([[[[9.0, 1.0], [np.nan, 3.0]]]], dtype=np.float32)  # a NaN after the largest number still wins
+    out, argmax = forward(xp.asarray(x), 2, 2, (2, 2), (0, 0))
+    assert np.isnan(to_numpy(out).item()) and to_numpy(argmax).item() == 2
 
 
 # ----------------------------------------------------------------------------- dispatch and the Numba switch

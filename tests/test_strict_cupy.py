@@ -164,6 +164,17 @@ def test_random_generator_draws_device_arrays_of_the_asked_dtype() -> None:
     assert g.random().shape == ()
 
 
+def test_as_strided_gives_a_view_of_device_memory_and_refuses_host_arrays() -> None:
+    a = sc.asarray(np.arange(6, dtype=np.float32))
+    windows = sc.lib.stride_tricks.as_strided(a, shape=(4, 3), strides=(4, 4))  # overlapping windows of 3
+    assert isinstance(windows, sc.ndarray)
+    np.testing.assert_array_equal(windows.get(), [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
+    a[2] = 9.0  # a view: the change shows through every window that covers it
+    np.testing.assert_array_equal(windows.get(), [[0, 1, 9], [1, 9, 3], [9, 3, 4], [3, 4, 5]])
+    with pytest.raises(TypeError, match="device array"):
+        sc.lib.stride_tricks.as_strided(np.arange(6.0), shape=(2,), strides=(8,))
+
+
 def test_every_allowlisted_name_resolves() -> None:
     for name in sorted(sc.CUPY_NAMES):
         assert getattr(sc, name) is not None or name == "newaxis", name
@@ -205,6 +216,7 @@ def test_stand_in_names_exist_on_real_cupy() -> None:
         assert hasattr(g, name), name
     for name in ("normal", "permutation", "choice", "shuffle"):  # what it refuses, as CuPy's lacks them
         assert not hasattr(g, name), name
+    assert callable(cupy.lib.stride_tricks.as_strided)
     dev = cupy.ones(3, dtype=cupy.float32)
     for name in ("device", "get", "astype", "sum", "T", "item", "tolist"):
         assert hasattr(dev, name), name

@@ -21,7 +21,8 @@ Each function comes in two versions with the same results:
   own kernels: there, one (c, i, j, n) block of cols is the flat image plane shifted by a constant, so it
   moves as one long vectorised run instead of OH short rows (1.5-2x faster for AlexNet's conv2-conv5);
 - `*_generic`: written only with calls on `xp = get_array_module(x)`, so it runs on NumPy and CuPy alike.
-  Its only Python loop is over the KH*KW kernel offsets; each step copies (or adds) one strided slice.
+  im2col copies a strided view of all the windows at once (one array operation); col2im loops over the
+  KH*KW kernel offsets, each step adding one strided slice (a view cannot add overlapping windows up).
 `im2col` and `col2im` pick the Numba version for NumPy float arrays when Numba is usable, else the generic one.
 """
 
@@ -106,8 +107,27 @@ def _slices(i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> tuple[slice, 
 # ----------------------------------------------------------------------------- generic (any xp)
 
 
+def window_view(xpad: Any, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> Any:
+    """Every kernel window of xpad (N, C, Hp, Wp) as a strided view (C, KH, KW, N, OH, OW); nothing is copied.
+
+    view[c, i, j, n, oh, ow] is xpad[n, c, oh*sh + i, ow*sw + j]: the same memory reached through six
+    strides. Windows overlap, so the view must only be read. Used by the generic kernels because copying it
+    is ONE array operation on any xp (one GPU kernel launch), where a loop over the KH*KW offsets is KH*KW.
+    """
+    xp = get_array_module(xpad)
+    n, c = xpad.shape[:2]
+    s_n, s_c, s_h, s_w = xpad.strides
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(c, kh, kw, n, oh, ow), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w)
+    )
+
+
 def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, out: Any = None) -> Any:
-    """im2col with xp slicing only (NumPy or CuPy): x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW)."""
+    """im2col with xp calls only (NumPy or CuPy): x (N, C, H, W) -> cols (C, KH, KW, N, OH, OW).
+
+    One copy of the strided window view: on a GPU a single kernel however large the kernel (AlexNet's conv1
+    used to launch 121 slice copies).
+    """
     xp = get_array_module(x)
     sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
     n, c, height, width = x.shape
@@ -115,11 +135,9 @@ def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPa
         xpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=x.dtype)
         xpad[:, :, ph : ph + height, pw : pw + width] = x
     else:
-        xpad = x
+        xpad = xp.ascontiguousarray(x)  # a view of its own memory needs plain (positive, C-order) strides
     cols = _output_buffer(xp, out, (c, kh, kw, n, oh, ow), x.dtype, zero=False)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xpad[_slices(i, j, sh, sw, oh, ow)].transpose(1, 0, 2, 3)
+    cols[...] = window_view(xpad, kh, kw, sh, sw, oh, ow)
     return cols
 
 

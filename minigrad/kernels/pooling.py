@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import _numba
-from .im2col import IntPair, _geometry, _slices
+from .im2col import IntPair, _geometry, _slices, window_view
 
 ARGMAX_DTYPE = np.dtype(np.int32)
 
@@ -55,7 +55,12 @@ def _check_backward_shapes(dout: Any, argmax: Any, x_shape: tuple[int, ...], oh:
 def max_pool2d_forward_generic(
     x: Any, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
 ) -> tuple[Any, Any]:
-    """Max pooling with xp calls only: x (N, C, H, W) -> (out (N, C, OH, OW), argmax int32 (N, C, OH, OW))."""
+    """Max pooling with xp calls only: x (N, C, H, W) -> (out (N, C, OH, OW), argmax int32 (N, C, OH, OW)).
+
+    The windows are copied once into a (N, C, OH, OW, KH*KW) array (from a strided view of the padded
+    input), then reduced along the last axis: a handful of array operations in all, whatever the kernel
+    size, which is what a GPU wants (a running maximum over the offsets took ~8 launches per offset).
+    """
     xp = get_array_module(x)
     _check_floating(x)
     sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
@@ -64,19 +69,15 @@ def max_pool2d_forward_generic(
         xpad = xp.full((n, c, height + 2 * ph, width + 2 * pw), -xp.inf, dtype=x.dtype)
         xpad[:, :, ph : ph + height, pw : pw + width] = x
     else:
-        xpad = x
-    # A running maximum over the kernel offsets, each offset seen by all windows at once.
-    best = xpad[_slices(0, 0, sh, sw, oh, ow)].copy()
-    argmax = xp.zeros(best.shape, dtype=ARGMAX_DTYPE)
-    for i in range(kh):
-        for j in range(kw):
-            if i == 0 and j == 0:
-                continue
-            v = xpad[_slices(i, j, sh, sw, oh, ow)]
-            # Strict '>' keeps the first maximum; a NaN replaces a number but not an earlier NaN.
-            better = (v > best) | (xp.isnan(v) & ~xp.isnan(best))
-            best = xp.where(better, v, best)
-            argmax = xp.where(better, i * kw + j, argmax).astype(ARGMAX_DTYPE, copy=False)
+        xpad = xp.ascontiguousarray(x)
+    # (C, KH, KW, N, OH, OW) view -> (N, C, OH, OW, KH, KW) -> one copy with the offsets last, row-major
+    windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(3, 0, 4, 5, 1, 2).reshape(n, c, oh, ow, kh * kw)
+    # max propagates NaN; argmax returns the FIRST maximum. Where a window holds a NaN its first NaN wins,
+    # found explicitly: how argmax orders NaN against numbers is not something to rely on across backends.
+    best = windows.max(axis=-1)
+    argmax = windows.argmax(axis=-1)
+    first_nan = xp.isnan(windows).argmax(axis=-1)
+    argmax = xp.where(xp.isnan(best), first_nan, argmax).astype(ARGMAX_DTYPE, copy=False)
     return best, argmax
 
 
@@ -89,16 +90,22 @@ def max_pool2d_backward_generic(
     stride: IntPair | None = None,
     padding: IntPair = 0,
 ) -> Any:
-    """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W)."""
+    """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
+
+    Each window's gradient is first put at its winner's slot of a (N, C, OH, OW, KH*KW) array (one
+    broadcast comparison), then the KH*KW slots are added onto the input as strided slices, as col2im
+    does: additions only, no scatter, so the result is the same on every backend and every run.
+    """
     xp = get_array_module(dout)
     sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     _check_backward_shapes(dout, argmax, x_shape, oh, ow)
     n, c, height, width = x_shape
+    offsets = xp.arange(kh * kw, dtype=argmax.dtype)
+    routed = xp.where(argmax[..., None] == offsets, dout[..., None], 0)  # (N, C, OH, OW, KH*KW)
     dpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
-            # Windows whose winner is offset (i, j) send their gradient through this slice; the others add 0.
-            dpad[_slices(i, j, sh, sw, oh, ow)] += xp.where(argmax == i * kw + j, dout, 0)
+            dpad[_slices(i, j, sh, sw, oh, ow)] += routed[..., i * kw + j]
     if ph or pw:
         return xp.ascontiguousarray(dpad[:, :, ph : ph + height, pw : pw + width])
     return dpad
