@@ -57,9 +57,9 @@ def max_pool2d_forward_generic(
 ) -> tuple[Any, Any]:
     """Max pooling with xp calls only: x (N, C, H, W) -> (out (N, C, OH, OW), argmax int32 (N, C, OH, OW)).
 
-    The windows are copied once into a (N, C, OH, OW, KH*KW) array (from a strided view of the padded
-    input), then reduced along the last axis: a handful of array operations in all, whatever the kernel
-    size, which is what a GPU wants (a running maximum over the offsets took ~8 launches per offset).
+    The windows are copied once into a (KH*KW, N, C, OH, OW) array (from a strided view of the padded
+    input), then reduced over the offsets: four array operations in all, whatever the kernel size, which is
+    what a GPU wants (a running maximum over the offsets took ~8 launches per offset).
     """
     xp = get_array_module(x)
     _check_floating(x)
@@ -70,14 +70,13 @@ def max_pool2d_forward_generic(
         xpad[:, :, ph : ph + height, pw : pw + width] = x
     else:
         xpad = xp.ascontiguousarray(x)
-    # (C, KH, KW, N, OH, OW) view -> (N, C, OH, OW, KH, KW) -> one copy with the offsets last, row-major
-    windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(3, 0, 4, 5, 1, 2).reshape(n, c, oh, ow, kh * kw)
-    # max propagates NaN; argmax returns the FIRST maximum. Where a window holds a NaN its first NaN wins,
-    # found explicitly: how argmax orders NaN against numbers is not something to rely on across backends.
-    best = windows.max(axis=-1)
-    argmax = windows.argmax(axis=-1)
-    first_nan = xp.isnan(windows).argmax(axis=-1)
-    argmax = xp.where(xp.isnan(best), first_nan, argmax).astype(ARGMAX_DTYPE, copy=False)
+    # (C, KH, KW, N, OH, OW) view -> (KH, KW, N, C, OH, OW) -> one copy, offsets first in row-major order:
+    # each offset's slab is contiguous, so the reductions below read memory in order (coalesced on a GPU).
+    windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(1, 2, 3, 0, 4, 5).reshape(kh * kw, n, c, oh, ow)
+    # max propagates NaN; argmax returns the first maximum, and counts a NaN as larger than any number with
+    # the first NaN winning, on NumPy and on CuPy alike (the tests check it on both).
+    best = windows.max(axis=0)
+    argmax = windows.argmax(axis=0).astype(ARGMAX_DTYPE, copy=False)
     return best, argmax
 
 
@@ -92,20 +91,20 @@ def max_pool2d_backward_generic(
 ) -> Any:
     """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
 
-    Each window's gradient is first put at its winner's slot of a (N, C, OH, OW, KH*KW) array (one
-    broadcast comparison), then the KH*KW slots are added onto the input as strided slices, as col2im
+    Each window's gradient is first put at its winner's slot of a (KH*KW, N, C, OH, OW) array (one
+    broadcast comparison), then the KH*KW slabs are added onto the input as strided slices, as col2im
     does: additions only, no scatter, so the result is the same on every backend and every run.
     """
     xp = get_array_module(dout)
     sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     _check_backward_shapes(dout, argmax, x_shape, oh, ow)
     n, c, height, width = x_shape
-    offsets = xp.arange(kh * kw, dtype=argmax.dtype)
-    routed = xp.where(argmax[..., None] == offsets, dout[..., None], 0)  # (N, C, OH, OW, KH*KW)
+    offsets = xp.arange(kh * kw, dtype=argmax.dtype).reshape(kh * kw, 1, 1, 1, 1)
+    routed = xp.where(argmax == offsets, dout, 0)  # (KH*KW, N, C, OH, OW)
     dpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
-            dpad[_slices(i, j, sh, sw, oh, ow)] += routed[..., i * kw + j]
+            dpad[_slices(i, j, sh, sw, oh, ow)] += routed[i * kw + j]
     if ph or pw:
         return xp.ascontiguousarray(dpad[:, :, ph : ph + height, pw : pw + width])
     return dpad
