@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -85,10 +86,13 @@ def use_gpu_module(module: ModuleType) -> Iterator[ModuleType]:
 
 
 def _loaded_gpu_module() -> ModuleType | None:
-    """The GPU module if one is already in use, without probing (cheap; used on every op)."""
+    """The GPU module if one is in use (cheap; used on every op). Probes only when the program has imported
+    CuPy itself, so that CuPy arrays handed straight to an op or kernel are recognised as GPU arrays."""
     if _gpu_override is not None:
         return _gpu_override
-    return _gpu_probe[0] if _gpu_probe is not None else None
+    if _gpu_probe is None:
+        return _gpu_module() if "cupy" in sys.modules else None
+    return _gpu_probe[0]
 
 
 # ----------------------------------------------------------------------------- devices

@@ -8,6 +8,7 @@ only run where real CuPy cannot.
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -410,6 +411,23 @@ def test_asking_for_the_gpu_without_one_raises_with_the_reason():
         _ = mg.Device("gpu").xp
     with pytest.raises(RuntimeError, match="no GPU is usable"):
         mg.tensor([1.0], device="gpu")
+
+
+def test_cupy_arrays_from_a_program_that_imported_cupy_are_gpu_arrays_before_any_device_call(monkeypatch):
+    """A program that imports CuPy and hands its arrays straight to a kernel (no Device or .to() first)
+    must get CuPy as the array module, not NumPy (which would fail on the first host/device mix)."""
+    monkeypatch.setitem(sys.modules, "cupy", strict_cupy)  # what `import cupy` would have put there
+    monkeypatch.setattr(backend, "_gpu_probe", None)  # nothing has asked for a device yet
+    a = strict_cupy.asarray(np.ones(3, np.float32))
+    assert backend.get_array_module(a) is strict_cupy
+    assert backend.is_gpu_array(a)
+
+
+def test_without_cupy_imported_nothing_is_probed(monkeypatch):
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(backend, "_gpu_probe", None)
+    assert backend.get_array_module(np.ones(3)) is np
+    assert backend._gpu_probe is None  # the probe (import, device query, a test matmul) did not run
 
 
 def test_mixed_float_dtypes_are_refused():

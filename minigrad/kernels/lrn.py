@@ -73,21 +73,30 @@ def _as_ncp(a: Any) -> Any:
 # ----------------------------------------------------------------------------- generic (any xp)
 
 
-def _channel_window_sum(a: Any, before: int, after: int) -> Any:
-    """s[:, i] = sum of a[:, j] for j in [i - before, i + after] (clipped to the channels), a (N, C, P).
+def _channel_padded(like: Any, before: int, after: int) -> tuple[Any, Any]:
+    """A zeroed (N, C + before + after, P) buffer for `like` (N, C, P) and the view of its C real channels.
 
-    The channels are zero-padded once; a strided view (N, C, size, P) then shows every channel's window
-    without copying anything, and one `sum` over its window axis adds each window's `size` entries. That is
-    size additions per element but a single pass over memory in a single array operation (one GPU kernel),
-    and each sum only ever holds the entries of its own window: no drift after a large channel, unlike a
-    running or cumulative sum. (A cumulative sum over the channels, O(N*C*P), was 2.6x slower on NumPy and
-    is a multi-pass scan on CuPy.)
+    The caller writes the values to be window-summed straight into the view (saving a temporary and a copy).
     """
-    xp = get_array_module(a)
-    n, c, p = a.shape
-    size = before + after + 1
-    padded = xp.zeros((n, c + size - 1, p), dtype=a.dtype)
-    padded[:, before : before + c] = a
+    xp = get_array_module(like)
+    n, c, p = like.shape
+    padded = xp.zeros((n, c + before + after, p), dtype=like.dtype)
+    return padded, padded[:, before : before + c]
+
+
+def _channel_window_sum(padded: Any, c: int, size: int) -> Any:
+    """s[:, i] = padded[:, i] + ... + padded[:, i + size - 1] for i < c: padded (N, c + size - 1, P) -> (N, c, P).
+
+    With `before` zero channels in front (`_channel_padded`), s[:, i] is the sum over the channel window
+    [i - before, i + after], clipped to the real channels. A strided view (N, c, size, P) shows every window
+    without copying anything, and one `sum` over its window axis adds each window's `size` entries: size
+    additions per element, but a single pass over memory in one array operation (one GPU kernel), and each
+    sum only ever holds its own window's entries, so nothing drifts after a large channel as in a running or
+    cumulative sum. (A cumulative sum over the channels, O(N*C*P), was 2.6x slower on NumPy and is a
+    multi-pass scan on CuPy.)
+    """
+    xp = get_array_module(padded)
+    n, _, p = padded.shape
     s_n, s_c, s_p = padded.strides
     windows = xp.lib.stride_tricks.as_strided(padded, shape=(n, c, size, p), strides=(s_n, s_c, s_c, s_p))
     return windows.sum(axis=2)
@@ -112,7 +121,10 @@ def lrn_forward_generic(x: Any, size: int, alpha: float, beta: float, k: float) 
     _check_args(x, size)
     before, after = _window(size)
     x3 = _as_ncp(x)
-    scale = _channel_window_sum(x3 * x3, before, after)
+    xp = get_array_module(x3)
+    padded, squares = _channel_padded(x3, before, after)
+    xp.multiply(x3, x3, out=squares)
+    scale = _channel_window_sum(padded, x3.shape[1], size)
     scale *= x.dtype.type(alpha)
     scale += x.dtype.type(k)
     y = x3 / _power(scale, beta)
@@ -128,10 +140,12 @@ def lrn_backward_generic(
     _check_like("scale", scale, x)
     before, after = _window(size)
     g3, x3, s3 = _as_ncp(grad), _as_ncp(x), _as_ncp(scale)
+    xp = get_array_module(g3)
     den = _power(s3, beta)  # s^beta
-    t = g3 * x3
+    padded, t = _channel_padded(g3, after, before)  # the mirrored window
+    xp.multiply(g3, x3, out=t)
     t /= s3 * den  # g_j x_j s_j^(-beta - 1)
-    back = _channel_window_sum(t, after, before)  # the mirrored window
+    back = _channel_window_sum(padded, g3.shape[1], size)
     back *= x3
     back *= x.dtype.type(2 * alpha * beta)
     dx = g3 / den
