@@ -57,7 +57,7 @@ def max_pool2d_forward_generic(
 ) -> tuple[Any, Any]:
     """Max pooling with xp calls only: x (N, C, H, W) -> (out (N, C, OH, OW), argmax int32 (N, C, OH, OW)).
 
-    The windows are copied once into a (KH*KW, N, C, OH, OW) array (from a strided view of the padded
+    The windows are copied once into a (N, C, OH, OW, KH*KW) array (from a strided view of the padded
     input), then reduced over the offsets: four array operations in all, whatever the kernel size, which is
     what a GPU wants (a running maximum over the offsets took ~8 launches per offset).
     """
@@ -70,13 +70,14 @@ def max_pool2d_forward_generic(
         xpad[:, :, ph : ph + height, pw : pw + width] = x
     else:
         xpad = xp.ascontiguousarray(x)
-    # (C, KH, KW, N, OH, OW) view -> (KH, KW, N, C, OH, OW) -> one copy, offsets first in row-major order:
-    # each offset's slab is contiguous, so the reductions below read memory in order (coalesced on a GPU).
-    windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(1, 2, 3, 0, 4, 5).reshape(kh * kw, n, c, oh, ow)
+    # (C, KH, KW, N, OH, OW) view -> (N, C, OH, OW, KH, KW) -> one copy with each window's offsets last, in
+    # row-major order. (Offsets first reads each slab in order, but CuPy reduces a short last axis faster:
+    # 0.47 vs 0.64 ms for pool1 at batch 32 on an H200, see benchmarks/README.md.)
+    windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(3, 0, 4, 5, 1, 2).reshape(n, c, oh, ow, kh * kw)
     # max propagates NaN; argmax returns the first maximum, and counts a NaN as larger than any number with
     # the first NaN winning, on NumPy and on CuPy alike (the tests check it on both).
-    best = windows.max(axis=0)
-    argmax = windows.argmax(axis=0).astype(ARGMAX_DTYPE, copy=False)
+    best = windows.max(axis=-1)
+    argmax = windows.argmax(axis=-1).astype(ARGMAX_DTYPE, copy=False)
     return best, argmax
 
 
@@ -92,8 +93,9 @@ def max_pool2d_backward_generic(
     """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
 
     Each window's gradient is first put at its winner's slot of a (KH*KW, N, C, OH, OW) array (one
-    broadcast comparison), then the KH*KW slabs are added onto the input as strided slices, as col2im
-    does: additions only, no scatter, so the result is the same on every backend and every run.
+    broadcast comparison; offsets first, so each slab read below is contiguous), then the KH*KW slabs are
+    added onto the input as strided slices, as col2im does: additions only, no scatter, so the result is the
+    same on every backend and every run.
     """
     xp = get_array_module(dout)
     sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
