@@ -8,7 +8,16 @@ Both versions are exported too, so they can be compared.
 """
 
 from ._numba import NumbaUnavailable, force_generic, numba_available
-from .im2col import col2im, col2im_generic, col2im_numba, im2col, im2col_generic, im2col_numba, output_size
+from .im2col import (
+    col2im,
+    col2im_generic,
+    col2im_numba,
+    im2col,
+    im2col_generic,
+    im2col_numba,
+    output_size,
+    window_view,
+)
 from .lrn import (
     lrn_backward,
     lrn_backward_generic,
@@ -55,4 +64,5 @@ __all__ = [
     "sgd_momentum_step",
     "sgd_momentum_step_generic",
     "sgd_momentum_step_numba",
+    "window_view",
 ]
