@@ -107,6 +107,19 @@ def _slices(i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> tuple[slice, 
 # ----------------------------------------------------------------------------- generic (any xp)
 
 
+def padded(x: Any, ph: int, pw: int, fill: float = 0.0) -> Any:
+    """x (N, C, H, W) with ph rows and pw columns of `fill` on each side, C-contiguous (x itself if it already
+    is and there is no padding): the input `window_view` needs."""
+    xp = get_array_module(x)
+    if not (ph or pw):
+        return xp.ascontiguousarray(x)  # a view of its own memory needs plain (positive, C-order) strides
+    n, c, height, width = x.shape
+    shape = (n, c, height + 2 * ph, width + 2 * pw)
+    xpad = xp.zeros(shape, dtype=x.dtype) if fill == 0 else xp.full(shape, fill, dtype=x.dtype)
+    xpad[:, :, ph : ph + height, pw : pw + width] = x
+    return xpad
+
+
 def window_view(xpad: Any, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> Any:
     """Every kernel window of xpad (N, C, Hp, Wp) as a strided view (C, KH, KW, N, OH, OW); nothing is copied.
 
@@ -130,14 +143,9 @@ def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPa
     """
     xp = get_array_module(x)
     sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
-    n, c, height, width = x.shape
-    if ph or pw:
-        xpad = xp.zeros((n, c, height + 2 * ph, width + 2 * pw), dtype=x.dtype)
-        xpad[:, :, ph : ph + height, pw : pw + width] = x
-    else:
-        xpad = xp.ascontiguousarray(x)  # a view of its own memory needs plain (positive, C-order) strides
+    n, c = x.shape[:2]
     cols = _output_buffer(xp, out, (c, kh, kw, n, oh, ow), x.dtype, zero=False)
-    cols[...] = window_view(xpad, kh, kw, sh, sw, oh, ow)
+    cols[...] = window_view(padded(x, ph, pw), kh, kw, sh, sw, oh, ow)
     return cols
 
 
