@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device checks, in one go, for a machine with an NVIDIA GPU and CuPy (run from the repository root):
 # the gpu-marked tests, the op/layer/model gradient checks on the GPU, a short training run, and the
-# GPU benchmarks. Logs go to $OUT (or ./gpu-check-out). Usage: scripts/gpu_check.sh [FASHION_MNIST_DIR]
+# GPU benchmarks. Logs go to $OUT (or ./gpu-check-out), the training run to $RUN_DIR (default $OUT/run-tiny).
+# Usage: scripts/gpu_check.sh [FASHION_MNIST_DIR]
 set -u
 out=${OUT:-gpu-check-out}
 mkdir -p "$out"
