@@ -2,6 +2,7 @@
 
     python benchmarks/layers.py [--batch-size 32] [--device cpu|gpu] [--repeat 7] [--layers conv1 lrn1 ...]
                                 [--stat min|median] [--budget S] [--no-torch] [--no-breakdown]
+                                [--keep-freed-memory]
 
 The layers and their shapes come from `build_model('alexnet')`: conv1..conv5 (groups=2 for conv2, 4, 5), the
 ReLUs, the two LRNs, the three overlapping max-pools, fc6..fc8 and the two dropouts. Each layer gets a random
@@ -568,6 +569,18 @@ def print_criteria(cases: list[Case], stat: str, ceiling: float) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+KEEP_FREED_MEMORY_HELP = (
+    "minigrad.keep_freed_memory() in both processes, as the alexnet command does (default: glibc's malloc)"
+)
+
+
+def malloc_line(kept: bool) -> str:
+    """The header line that says how freed memory was handled (it moves times by up to ~10% on the CPU)."""
+    if kept:
+        return "malloc: freed memory kept for reuse in both processes (--keep-freed-memory, as `alexnet train` does)"
+    return "malloc: glibc's defaults (`alexnet train` keeps freed memory for reuse: --keep-freed-memory)"
+
+
 def torch_child(args: argparse.Namespace, device: Device, cases: list[Case], size: int) -> None:
     """The --torch-child half: time torch on the same cases (same weights and seeded data), print JSON."""
     torch = import_torch(True, device)
@@ -596,8 +609,10 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the im2col/GEMM/col2im split of the convs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
     parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kept = args.keep_freed_memory and minigrad.keep_freed_memory()  # the torch child gets the same flag
 
     device = Device(args.device)
     device.xp  # noqa: B018  (fails early, with the reason, when the GPU is not usable)
@@ -637,6 +652,7 @@ def main() -> None:
     print(f"AlexNet (paper) layers, forward + backward, batch {args.batch_size}, float32, device {device}")
     for line in machine_lines(device, torch_line):
         print(line)
+    print(malloc_line(kept))
     ceil = max(ceiling, ceiling_after)
     print(
         f"GEMM ceiling ({size}^3 float32, {'CuPy' if device.kind == 'gpu' else 'NumPy'}, best of several): "

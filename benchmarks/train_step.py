@@ -45,10 +45,12 @@ import minigrad  # noqa: E402
 # isort: split
 import numpy as np  # noqa: E402
 from layers import (  # noqa: E402  (benchmarks/layers.py)
+    KEEP_FREED_MEMORY_HELP,
     TORCH_CHILD_FLAG,
     gemm_ceiling,
     import_torch,
     machine_lines,
+    malloc_line,
     run_torch_child,
     synchronize,
     torch_description,
@@ -275,11 +277,7 @@ def main() -> None:
     parser.add_argument("--no-split", action="store_true", help="skip the split by layer kind")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="minigrad.keep_freed_memory() in both processes, as the alexnet command does (default: glibc's malloc)",
-    )
+    parser.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
     parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     kept = args.keep_freed_memory and minigrad.keep_freed_memory()  # the torch child gets the same flag
@@ -314,10 +312,7 @@ def main() -> None:
     )
     for line in machine_lines(device, torch_result and torch_result["line"]):
         print(line)
-    if kept:
-        print("malloc: freed memory kept for reuse in both processes (--keep-freed-memory, as `alexnet train` does)")
-    else:
-        print("malloc: glibc's defaults (`alexnet train` keeps freed memory for reuse: --keep-freed-memory)")
+    print(malloc_line(kept))
     print(
         f"GEMM ceiling {ceiling:.0f} GFLOP/s ({'CuPy' if device.kind == 'gpu' else 'NumPy'}); "
         f"conv + FC matrix products per step: {flops / 1e9:.1f} GFLOP (a multiply-add counts 2)"
