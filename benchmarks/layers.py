@@ -574,6 +574,22 @@ KEEP_FREED_MEMORY_HELP = (
 )
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark here shares: --seed, --keep-freed-memory and the hidden torch-child flag."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
+    parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+
+
+def start_run(args: argparse.Namespace) -> tuple[Device, bool]:
+    """Apply --keep-freed-memory (the torch child gets the same flag) and open the device, failing early with
+    the reason when the GPU is not usable. Returns (device, whether freed memory is kept)."""
+    kept = args.keep_freed_memory and minigrad.keep_freed_memory()
+    device = Device(args.device)
+    device.xp  # noqa: B018
+    return device, kept
+
+
 def malloc_line(kept: bool) -> str:
     """The header line that says how freed memory was handled (it moves times by up to ~10% on the CPU)."""
     if kept:
@@ -608,14 +624,9 @@ def main() -> None:
     parser.add_argument("--gemm-size", type=int, default=None, help="matrix size of the ceiling (2048 CPU, 8192 GPU)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the im2col/GEMM/col2im split of the convs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
-    parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+    add_run_options(parser)
     args = parser.parse_args()
-    kept = args.keep_freed_memory and minigrad.keep_freed_memory()  # the torch child gets the same flag
-
-    device = Device(args.device)
-    device.xp  # noqa: B018  (fails early, with the reason, when the GPU is not usable)
+    device, kept = start_run(args)
     minigrad.manual_seed(args.seed)
     model = build_model("alexnet").to(device)  # the paper's network (init on the CPU, then moved)
     cases = model_cases(model, args.batch_size)

@@ -45,13 +45,13 @@ import minigrad  # noqa: E402
 # isort: split
 import numpy as np  # noqa: E402
 from layers import (  # noqa: E402  (benchmarks/layers.py)
-    KEEP_FREED_MEMORY_HELP,
-    TORCH_CHILD_FLAG,
+    add_run_options,
     gemm_ceiling,
     import_torch,
     machine_lines,
     malloc_line,
     run_torch_child,
+    start_run,
     synchronize,
     torch_description,
 )
@@ -276,14 +276,9 @@ def main() -> None:
     parser.add_argument("--split-steps", type=int, default=2, help="instrumented steps for the split by kind")
     parser.add_argument("--no-split", action="store_true", help="skip the split by layer kind")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-freed-memory", action="store_true", help=KEEP_FREED_MEMORY_HELP)
-    parser.add_argument(TORCH_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+    add_run_options(parser)
     args = parser.parse_args()
-    kept = args.keep_freed_memory and minigrad.keep_freed_memory()  # the torch child gets the same flag
-
-    device = Device(args.device)
-    device.xp  # noqa: B018  (fails early, with the reason, when the GPU is not usable)
+    device, kept = start_run(args)
     batch = args.batch_size or DEFAULT_BATCH.get(args.model, 128)
     minigrad.manual_seed(args.seed)
     model = build_model(args.model).to(device).train()
