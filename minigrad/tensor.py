@@ -351,10 +351,32 @@ class Tensor:
 
 
 def _raw(value: Any, like: Tensor) -> Array:
-    """Raw array for a Tensor or a Python number (as `like`'s dtype and device)."""
+    """Raw array for a Tensor or a Python number (on `like`'s device, typed by `_number_dtype`)."""
     if isinstance(value, Tensor):
         return value.data
-    return like.xp.asarray(value, dtype=like.dtype)
+    if _is_number(value):
+        return like.xp.asarray(value, dtype=_number_dtype(value, like.dtype))
+    return like.xp.asarray(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, bool, np.number, np.bool_))
+
+
+def _number_dtype(number: Any, tensor_dtype: np.dtype, float_dtype: np.dtype | None = None) -> np.dtype:
+    """The dtype a Python (or NumPy) number takes next to a tensor, as in PyTorch: never float64 by surprise.
+
+    A float tensor (or `float_dtype`, the float dtype of the op's other inputs) decides: `x32 * 0.5` stays
+    float32. Next to integer or bool tensors a float number gives the default float dtype (`ints * 0.5` is
+    float32, not the int 0), and an integer number follows NumPy's rules (`int32_tensor + 1` stays int32).
+    """
+    if float_dtype is None and _is_float(tensor_dtype):
+        float_dtype = tensor_dtype
+    if float_dtype is not None:
+        return np.dtype(float_dtype)
+    if isinstance(number, (float, np.floating)):
+        return backend.DEFAULT_DTYPE
+    return np.result_type(tensor_dtype, number)
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -424,6 +446,12 @@ class Function:
 
 
 def _as_tensors(op_name: str, inputs: Sequence[Any]) -> tuple[Tensor, ...]:
+    """The inputs of an op as tensors on one device, with one float dtype.
+
+    Numbers and arrays become constant tensors. Float inputs must share their dtype (float32 next to float64
+    is a mistake worth an error, not a silent float64 result); integer and bool inputs next to a float one,
+    and numbers, are converted to it, so `x32 * int_labels` is float32 as in PyTorch.
+    """
     tensors = [x for x in inputs if isinstance(x, Tensor)]
     if not tensors:
         raise TypeError(f"{op_name} needs at least one Tensor input")
@@ -435,18 +463,32 @@ def _as_tensors(op_name: str, inputs: Sequence[Any]) -> tuple[Tensor, ...]:
                 f"{op_name} got tensors on different devices: {device} and {t.device}. "
                 "Move them to one device with .to(...)."
             )
-    out = []
+    out: list[Tensor | None] = []
     for x in inputs:
         if isinstance(x, Tensor):
             out.append(x)
-        elif isinstance(x, (int, float, bool, np.number)):
-            out.append(Tensor(like.xp.asarray(x, dtype=like.dtype)))
+        elif _is_number(x):
+            out.append(None)  # converted below, once the op's float dtype is known
         else:
             xdev = backend.device_of(x)
             if xdev != device:
                 raise ValueError(f"{op_name} got an array on {xdev} and tensors on {device}")
             out.append(Tensor(x))
-    return tuple(out)
+    float_dtypes = {t.dtype for t in out if t is not None and _is_float(t.dtype)}
+    if len(float_dtypes) > 1:
+        names = " and ".join(sorted(map(str, float_dtypes)))
+        raise TypeError(f"{op_name.lower()}: dtypes differ ({names}); convert one with .astype(...)")
+    float_dtype = float_dtypes.pop() if float_dtypes else None
+    if float_dtype is None and any(isinstance(x, (float, np.floating)) for x in inputs if _is_number(x)):
+        float_dtype = backend.DEFAULT_DTYPE  # integer tensors times a float number: the default float dtype
+    result = []
+    for x, t in zip(inputs, out):
+        if t is None:
+            t = Tensor(like.xp.asarray(x, dtype=_number_dtype(x, like.dtype, float_dtype)))
+        elif float_dtype is not None and not _is_float(t.dtype):
+            t = Tensor(t.data.astype(float_dtype))  # a constant: integer tensors never require grad
+        result.append(t)
+    return tuple(result)
 
 
 # ----------------------------------------------------------------------------- factories

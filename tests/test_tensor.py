@@ -247,6 +247,42 @@ def test_a_numpy_float64_exponent_keeps_float32():
     assert (x ** np.float64(0.5)).dtype == np.float32
 
 
+def test_integer_tensors_and_float_numbers_give_float32_not_a_truncated_int(device):
+    ints = mg.tensor([1, 2, 3], device=device)
+    np.testing.assert_array_equal(to_host((ints * 0.5).data), np.array([0.5, 1.0, 1.5], np.float32))
+    assert (ints * 0.5).dtype == np.float32
+    assert (ints + 0.7).dtype == np.float32
+    np.testing.assert_array_equal(to_host((ints < 1.5).data), [True, False, False])
+    np.testing.assert_array_equal(to_host((ints >= 2.5).data), [False, False, True])
+    mask = mg.Tensor(backend.to_device(np.array([True, False]), device))
+    np.testing.assert_array_equal(to_host((mask * 0.5).data), np.array([0.5, 0.0], np.float32))
+
+
+def test_integer_numbers_keep_an_integer_tensor_integer():
+    assert (mg.tensor(np.array([1, 2], np.int32)) + 1).dtype == np.int32
+    assert (mg.tensor([1, 2]) * 3).dtype == np.int64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda d: mg.tensor([1, 2, 3], device=d),
+        lambda d: backend.to_device(np.array([1, 2, 3]), d),
+        lambda d: [1, 2, 3],
+    ],
+    ids=["int64 tensor", "int64 array", "list of ints"],
+)
+def test_integer_operands_take_the_float_operands_dtype_and_so_does_its_gradient(dtype, other, device):
+    if isinstance(other(device), list) and device != "cpu":
+        pytest.skip("a list is host data: device tensors refuse it, as CuPy does")
+    w = mg.tensor(np.ones(3, dtype), device=device, requires_grad=True)
+    y = w * other(device)
+    y.sum().backward()
+    assert y.dtype == dtype and w.grad.dtype == dtype
+    np.testing.assert_array_equal(to_host(w.grad.data), np.array([1, 2, 3], dtype))
+
+
 # ----------------------------------------------------------------------------- autograd semantics
 
 
@@ -439,6 +475,12 @@ def test_mixed_float_dtypes_are_refused():
         a @ b
     with pytest.raises(TypeError, match=r"maximum: dtypes differ"):
         F.maximum(a, b)
+    with pytest.raises(TypeError, match=r"matmul: dtypes differ"):
+        a @ np.ones((2, 2))  # an array counts like a tensor
+    with pytest.raises(TypeError, match=r"concatenate: dtypes differ"):
+        F.concatenate([a, b])
+    with pytest.raises(TypeError, match=r"stack: dtypes differ"):
+        F.stack([a, b])
 
 
 def test_conv2d_with_mixed_float_dtypes_is_refused():

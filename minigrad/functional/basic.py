@@ -42,10 +42,7 @@ def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _check_binary(name: str, a: Any, b: Any) -> None:
-    """Clear errors for the two classic mistakes: shapes that don't broadcast, mixed float dtypes.
-
-    Arrays count like tensors here: `float64_array * float32_tensor` would otherwise silently give float64.
-    """
+    """A clear error for shapes that don't broadcast (mixed float dtypes are refused by `Function.apply`)."""
 
     def array_like(v: Any) -> bool:  # NumPy scalars act like Python numbers: cast to the tensor's dtype
         return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic)
@@ -56,8 +53,6 @@ def _check_binary(name: str, a: Any, b: Any) -> None:
             np.broadcast_shapes(shape_a, shape_b)
         except ValueError:
             raise ValueError(f"{name}: shapes {shape_a} and {shape_b} do not broadcast") from None
-        if a.dtype != b.dtype and a.dtype.kind == "f" and b.dtype.kind == "f":
-            raise TypeError(f"{name}: dtypes differ ({a.dtype} and {b.dtype}); convert one with .astype(...)")
 
 
 # ----------------------------------------------------------------------------- elementwise binary
@@ -541,6 +536,4 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
             raise ValueError(f"matmul needs tensors with at least 2 dims, got shapes {a.shape} and {b.shape}")
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit (inner sizes differ)")
-        if a.dtype != b.dtype:
-            raise TypeError(f"matmul: dtypes differ ({a.dtype} and {b.dtype}); convert one with .astype(...)")
     return MatMul.apply(a, b)
