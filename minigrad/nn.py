@@ -28,6 +28,11 @@ class Parameter(Tensor):
     def __init__(self, data: Any, dtype: Any = None) -> None:
         super().__init__(data, requires_grad=True, dtype=dtype)
 
+    def to(self, device: str | Device) -> Tensor:
+        """This parameter on `device`: itself when already there, else a new Parameter (a Module keeps it)."""
+        moved = super().to(device)
+        return moved if moved is self else Parameter(moved.data)
+
     def __repr__(self) -> str:
         return "Parameter" + super().__repr__().removeprefix("Tensor")
 
@@ -45,12 +50,22 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name}")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        if name in self._parameters and isinstance(value, Tensor) and not isinstance(value, Parameter):
+            # a plain tensor would silently drop out of parameters(), state_dict() and the optimizer
+            raise TypeError(
+                f"{type(self).__name__}.{name} is a Parameter; assign a Parameter (wrap it: Parameter(t)) "
+                f"or move the whole module with .to(device)"
+            )
+        # A name that stays a parameter (or module) keeps its place in the order of parameters() and state_dict().
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any) -> Tensor:
@@ -61,11 +76,22 @@ class Module:
 
     # -------------------------------------------------------------- parameters
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter) pairs, in definition order, e.g. ('features.0.weight', p)."""
+        """(dotted name, parameter) pairs, in definition order, e.g. ('features.0.weight', p).
+
+        A parameter shared by two layers (weight tying) is listed once, under its first name: an optimizer
+        must update it once per step.
+        """
+        seen: set[int] = set()
+        for name, p in self._parameters_with_repeats(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _parameters_with_repeats(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._parameters_with_repeats(prefix + name + ".")
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]

@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from minigrad import backend
 from minigrad.kernels import sgd_momentum_step
 from minigrad.nn import Parameter
@@ -35,6 +37,17 @@ class Optimizer:
 
     def _buffers(self) -> dict[str, list[Any]]:
         return {}
+
+    def _buffer(self, buffers: list[Any], i: int) -> Any:
+        """buffers[i] for parameter i: zeros on first use, and moved along when the model moved since
+        (`Module.to(device)` or `astype` after the optimizer was made)."""
+        p, b = self.params[i], buffers[i]
+        if b is None:
+            b = p.xp.zeros_like(p.data)
+        elif backend.device_of(b) != p.device or b.dtype != p.dtype:
+            b = backend.to_device(b, p.device).astype(p.dtype, copy=False)
+        buffers[i] = b
+        return b
 
     def state_dict(self) -> dict[str, Any]:
         """lr, step count and every per-parameter buffer, as NumPy arrays."""
@@ -81,15 +94,17 @@ class SGD(Optimizer):
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            v = self.velocity[i]
-            if v is None:
-                v = self.velocity[i] = p.xp.zeros_like(p.data)
+            v = self._buffer(self.velocity, i)
             # one pass over memory on the CPU (a Numba loop), four xp statements elsewhere; same result
             sgd_momentum_step(p.data, p.grad.data, v, self.momentum, self.weight_decay * self.lr, self.lr)
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction; weight_decay adds an L2 term to the gradient."""
+    """Adam (Kingma & Ba 2015) with bias correction; weight_decay adds an L2 term to the gradient.
+
+    The bias correction counts each parameter's own updates: one that first gets a gradient late
+    (a layer frozen for a while) starts with a corrected step too.
+    """
 
     def __init__(
         self,
@@ -104,25 +119,36 @@ class Adam(Optimizer):
         self.eps, self.weight_decay = eps, weight_decay
         self.m: list[Any] = [None] * len(self.params)
         self.v: list[Any] = [None] * len(self.params)
+        self.param_steps = [0] * len(self.params)
         self.steps = 0
 
     def _buffers(self) -> dict[str, list[Any]]:
         return {"m": self.m, "v": self.v}
 
+    def state_dict(self) -> dict[str, Any]:
+        # one entry per parameter, as NumPy arrays like the moments (0-d: a count)
+        return {**super().state_dict(), "param_steps": [np.asarray(n, dtype=np.int64) for n in self.param_steps]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        # states saved before per-parameter counts: every parameter with moments had taken every step
+        default = [0 if m is None else self.steps for m in self.m]
+        self.param_steps = [int(n) for n in state.get("param_steps", default)]
+
     def step(self) -> None:
         self.steps += 1
         b1, b2 = self.beta1, self.beta2
-        step_size = self.lr * math.sqrt(1 - b2**self.steps) / (1 - b1**self.steps)
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
+            self.param_steps[i] += 1
+            n = self.param_steps[i]
+            step_size = self.lr * math.sqrt(1 - b2**n) / (1 - b1**n)
             t, xp = p.dtype.type, p.xp
             g = p.grad.data
             if self.weight_decay:
                 g = g + t(self.weight_decay) * p.data
-            if self.m[i] is None:
-                self.m[i], self.v[i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-            m, v = self.m[i], self.v[i]
+            m, v = self._buffer(self.m, i), self._buffer(self.v, i)
             m *= t(b1)
             m += t(1 - b1) * g
             v *= t(b2)

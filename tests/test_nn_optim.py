@@ -128,6 +128,63 @@ def test_an_optimizer_made_before_to_device_still_updates_the_model(device):
     assert any(not np.array_equal(p.numpy(), b) for p, b in zip(model.parameters(), before))
 
 
+def test_a_shared_parameter_is_listed_once_and_updated_once():
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, nn.ReLU(), shared)  # weight tying: one layer used twice
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+    assert model.num_parameters() == 6
+    w = shared.weight.numpy().copy()
+    shared.weight.grad = mg.tensor(np.ones((2, 2), np.float32))
+    optim.SGD(model.parameters(), lr=0.1, momentum=0.0, weight_decay=0.0).step()
+    np.testing.assert_allclose(shared.weight.numpy(), w - 0.1)  # once, not twice
+
+
+def test_reassigning_a_parameter_keeps_its_place_in_the_order():
+    layer = nn.Linear(3, 2)
+    layer.weight = nn.Parameter(mg.zeros((2, 3)))
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+
+
+def test_replacing_a_parameter_by_a_plain_tensor_is_refused():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r"Linear.weight is a Parameter"):
+        layer.weight = mg.zeros((2, 3))
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+
+
+def test_a_parameter_moved_to_a_device_is_still_a_parameter(device):
+    layer = nn.Linear(3, 2)
+    moved = layer.weight.to(device)
+    assert isinstance(moved, nn.Parameter) and moved.requires_grad and moved.device == device
+    layer.weight = moved
+    assert [p is moved for p in layer.parameters()] == [True, False]
+
+
+@pytest.mark.parametrize("make", [optim.SGD, optim.Adam], ids=["SGD", "Adam"])
+def test_optimizer_buffers_follow_a_model_moved_after_a_step(make, device):
+    """Momentum and Adam's moments made on the CPU are moved along with the model: same result as a
+    run that was on the device from the start."""
+    gen = np.random.default_rng(4)
+    x, labels = gen.standard_normal((4, 4)).astype(np.float32), [0, 1, 0, 1]
+
+    def train(move_after_first_step):
+        backend.manual_seed(0)
+        model = mlp()
+        if not move_after_first_step:
+            model.to(device)
+        opt = make(model.parameters(), lr=0.05)
+        for step in range(3):
+            model.zero_grad()
+            F.cross_entropy(model(mg.tensor(x, device=model.device)), labels).backward()
+            opt.step()
+            if move_after_first_step and step == 0:
+                model.to(device)
+        return [p.numpy() for p in model.parameters()]
+
+    for moved, direct in zip(train(True), train(False)):
+        np.testing.assert_allclose(moved, direct, rtol=1e-6, atol=1e-7)
+
+
 def test_astype_converts_every_parameter_in_place(device):
     model = mlp().to(device)
     before = model.parameters()
@@ -293,6 +350,21 @@ def test_adam_agrees_with_algorithm_1_up_to_where_eps_sits(device):
     for i, w in enumerate(values):
         expected = adam_algorithm_1(w, [step[i] for step in grads], lr, b1, b2, eps)
         np.testing.assert_allclose(to_host(params[i].data), expected, rtol=1e-7)
+
+
+def test_adam_corrects_each_parameters_bias_from_its_own_first_step(device):
+    # b gets its first gradient at step 3: its first update is about -lr * sign(g), like a's first one
+    lr = 0.01
+    a, b = (nn.Parameter(mg.zeros((2,), device=device)) for _ in range(2))
+    opt = optim.Adam([a, b], lr=lr)
+    for step in range(3):
+        a.grad = mg.tensor(np.full(2, 0.5, np.float32), device=device)
+        b.grad = mg.tensor(np.full(2, 0.5, np.float32), device=device) if step == 2 else None
+        opt.step()
+        if step == 0:
+            np.testing.assert_allclose(to_host(a.data), -lr, rtol=1e-5)
+    np.testing.assert_allclose(to_host(b.data), -lr, rtol=1e-5)
+    assert [int(n) for n in opt.state_dict()["param_steps"]] == [3, 1]
 
 
 @pytest.mark.parametrize("make", [optim.SGD, optim.Adam], ids=["SGD", "Adam"])
