@@ -209,6 +209,11 @@ class Tensor:
                 raise ValueError(f"grad has shape {tuple(grad_data.shape)} but the tensor has shape {self.shape}")
 
         grads: dict[int, Array] = {id(self): grad_data}
+        # Arrays that someone else holds: the caller's `grad`, and what earlier leaves got. An op may pass a
+        # gradient on unchanged or as a view (Add hands the same g to both inputs, reshape a view of it), so
+        # a leaf whose gradient shares memory with one of these gets a copy: changing one leaf's .grad in
+        # place (clipping, scaling) must not change another's, nor the caller's array.
+        held: list[Array] = [] if grad is None else [grad_data]
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
@@ -220,7 +225,13 @@ class Tensor:
                     "pass retain_graph=True to the first backward() to go through the graph twice"
                 )
             if fn is None:  # a leaf: accumulate
-                node.grad = Tensor(g) if node.grad is None else Tensor(node.grad.data + g)
+                if node.grad is not None:
+                    node.grad = Tensor(node.grad.data + g)
+                    continue
+                if any(node.xp.may_share_memory(g, other) for other in held):
+                    g = g.copy()
+                held.append(g)
+                node.grad = Tensor(g)
                 continue
             input_grads = fn.backward(g)
             if not isinstance(input_grads, tuple):

@@ -452,6 +452,15 @@ def test_dropout_zeroes_or_scales_each_element(p, device, dtype):
     np.testing.assert_allclose(to_host(x.grad.data), kept / (1 - p), **TOL[dtype])
 
 
+def test_dropout_works_in_float16(device):
+    x = mg.tensor(np.ones((20, 30), np.float16), device=device, requires_grad=True)
+    y = F.dropout(x, 0.5)
+    assert y.dtype == np.float16
+    assert set(np.unique(to_host(y.data))) <= {0.0, 2.0}
+    y.sum().backward()
+    assert x.grad.dtype == np.float16
+
+
 def test_dropout_masks_repeat_with_the_same_seed(device):
     x = mg.tensor(np.ones((50, 40), np.float32), device=device)
     backend.manual_seed(5)

@@ -374,6 +374,26 @@ def test_a_tensor_as_both_operands(device):
     np.testing.assert_allclose(to_host(x.grad.data), 2 * data, rtol=1e-14)
 
 
+def test_leaves_never_share_a_gradient_array_with_each_other_or_the_caller(device):
+    a = mg.tensor(host((2,)), device=device, requires_grad=True)
+    b = mg.tensor(host((2,)), device=device, requires_grad=True)
+    (a + b).sum().backward()  # Add hands the same gradient array to both inputs
+    a.grad.data *= 0.5  # in place, as gradient clipping would
+    np.testing.assert_array_equal(to_host(b.grad.data), [1.0, 1.0])
+
+    c = mg.tensor(host((2,)), device=device, requires_grad=True)
+    seed = backend.to_device(np.ones(2, np.float32), device)
+    c.reshape(1, 2).backward(seed.reshape(1, 2))  # reaches the leaf as a view of the caller's array
+    seed[...] = 7
+    np.testing.assert_array_equal(to_host(c.grad.data), [1.0, 1.0])
+
+
+def test_the_gradient_of_x_to_the_power_0_is_0_even_at_0(device):
+    x = mg.tensor(np.array([0.0, 2.0], np.float32), device=device, requires_grad=True)
+    (x**0).sum().backward()
+    np.testing.assert_array_equal(to_host(x.grad.data), [0.0, 0.0])
+
+
 def test_only_leaves_keep_gradients(device):
     x = mg.tensor(host((3,)), device=device, requires_grad=True)
     y = x * 2

@@ -194,6 +194,8 @@ class Pow(Function):
         return x**self.p
 
     def backward(self, g: Array) -> Array:
+        if self.p == 0:  # x ** 0 is constant; p * x ** -1 would be 0 * inf = nan at x == 0
+            return get_array_module(g).zeros_like(g)
         return g * (self.p * self.x ** (self.p - 1))
 
 

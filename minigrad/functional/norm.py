@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from minigrad import backend
 from minigrad.kernels import lrn_backward, lrn_forward
 from minigrad.tensor import Array, Function, Tensor
@@ -65,6 +67,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if not training or p == 0.0:
         return x
     gen = backend.rng(x.device)
-    keep = gen.random(x.shape, dtype=x.dtype) >= x.dtype.type(p)
+    # Generators draw float32 or float64 only; float16 input compares float32 draws.
+    draw = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    keep = gen.random(x.shape, dtype=draw) >= draw.type(p)
     mask = keep * x.dtype.type(1.0 / (1.0 - p))
     return Dropout.apply(x, mask=mask)
