@@ -178,7 +178,8 @@ def to_device(array: Any, device: str | Device) -> Any:
     if isinstance(array, xp.ndarray) and device_of(array) == device:
         return array
     with _cuda_device(xp, device.index):
-        return xp.asarray(array)
+        # cupy.asarray returns an array of another GPU as it is; an explicit copy lands on this one
+        return xp.array(array, copy=True) if isinstance(array, xp.ndarray) else xp.asarray(array)
 
 
 def to_numpy(array: Any) -> np.ndarray:
