@@ -33,6 +33,30 @@ def _device_ok(device: str) -> str | None:
     return None
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of the counts that must be at least 1 (epochs, batch size, image counts, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where it tells the truth.
+
+    Not for switches (nargs 0): --no-augment's default, True, would read as "no augmentation by default". Not
+    for None, which means "decided by the model or the data", nor where the help already states the default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 # ----------------------------------------------------------------------------- plots of a run
 
 
@@ -251,7 +275,10 @@ def _add_model_switches(p: argparse.ArgumentParser, default_model: str = "alexne
     p.add_argument("--model", default=default_model, choices=sorted(CONFIGS), help="which network")
     p.add_argument("--no-lrn", action="store_true", help="ablation: drop local response normalisation")
     p.add_argument(
-        "--groups", type=int, default=None, help="channel groups of conv2/4/5 (paper: 2, the two-GPU split; 1 = none)"
+        "--groups",
+        type=_positive_int,
+        default=None,
+        help="channel groups of conv2/4/5 (paper: 2, the two-GPU split; 1 = none)",
     )
     p.add_argument(
         "--no-overlap", action="store_true", help="ablation: 2x2 stride-2 pooling instead of overlapping 3x3 stride 2"
@@ -260,7 +287,7 @@ def _add_model_switches(p: argparse.ArgumentParser, default_model: str = "alexne
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="alexnet",
         description="AlexNet (Krizhevsky, Sutskever & Hinton 2012) on the minigrad engine: train, evaluate, inspect.",
@@ -291,12 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     t.add_argument(
         "--epochs",
-        type=int,
+        type=_positive_int,
         default=None,
         help="passes over the training set (default: 90 as in the paper; alexnet-tiny: ~165k images' worth, "
         "i.e. 3 epochs of the full Fashion-MNIST or 20 of the bundled subset)",
     )
-    t.add_argument("--batch-size", type=int, default=128, help="images per step (the paper: 128)")
+    t.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (the paper: 128)")
     t.add_argument(
         "--lr",
         type=float,
@@ -322,8 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Fashion-MNIST, where pad-and-crop measurably slowed learning)",
     )
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
-    t.add_argument("--val-size", type=int, default=None, help="validation images held out (default: min(5000, N/10))")
-    t.add_argument("--max-train-images", type=int, default=None, help="train on only this many images (quick runs)")
+    t.add_argument(
+        "--val-size", type=_positive_int, default=None, help="validation images held out (default: min(5000, N/10))"
+    )
+    t.add_argument(
+        "--max-train-images", type=_positive_int, default=None, help="train on only this many images (quick runs)"
+    )
     t.add_argument("--ten-crop", action="store_true", help="final test with the paper's 10-crop averaging")
     t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -333,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="a checkpoint file or a run folder")
     e.add_argument("--data", default=None, help="data folder (default: the one the run used)")
     e.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
-    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    e.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
     e.add_argument("--ten-crop", action="store_true", help="average the softmax over 10 crops, as in the paper")
     e.add_argument("--model", default=None, help="fail unless the checkpoint holds this model")
     e.set_defaults(func=_eval)
@@ -342,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint file or a run folder")
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     p.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
-    p.add_argument("--top", type=int, default=5, help="how many classes to list")
+    p.add_argument("--top", type=_positive_int, default=5, help="how many classes to list")
     p.set_defaults(func=_predict)
 
     pl = sub.add_parser(
@@ -356,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs, memory", formatter_class=fmt)
     _add_model_switches(s, "alexnet")
-    s.add_argument("--num-classes", type=int, default=None, help="output classes (default: the model's)")
+    s.add_argument("--num-classes", type=_positive_int, default=None, help="output classes (default: the model's)")
     s.set_defaults(func=_summary)
 
     g = sub.add_parser(
@@ -366,10 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check every parameter tensor of the model (random directions for the large ones) and the input.",
     )
     _add_model_switches(g)
-    g.add_argument("--num-classes", type=int, default=None, help="output classes (default: the model's)")
+    g.add_argument("--num-classes", type=_positive_int, default=None, help="output classes (default: the model's)")
     g.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     g.add_argument("--seed", type=int, default=0, help="seeds the model, the input and the directions")
-    g.add_argument("--max-elements", type=int, default=64, help="tensors larger than this use random directions")
+    g.add_argument(
+        "--max-elements", type=_positive_int, default=64, help="tensors larger than this use random directions"
+    )
     g.set_defaults(func=_gradcheck)
     return parser
 

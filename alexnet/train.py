@@ -64,6 +64,13 @@ class TrainConfig:
     init: str | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # The CLI's argparse types reject these too; this catches the same mistakes made through the API.
+        for name in ("epochs", "batch_size", "val_size", "max_train_images"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 
 # The paper's 0.01 for the paper's network. The tiny model's demo runs only ~3 epochs, too few for the
 # plateau schedule to act, and learns measurably faster at 0.05 (validation error after one epoch: 0.03 ->

@@ -30,6 +30,38 @@ def test_every_command_explains_its_options(command, capsys, monkeypatch):
         )
 
 
+def test_the_help_states_only_true_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("--")}
+    # Augmentation is decided by the data (on for colour folders, off for Fashion-MNIST), not off by default.
+    assert "default" not in lines["--no-augment"]
+    assert "(default: on for colour image folders" in lines["--augment"]
+    assert "(default: None)" not in "".join(lines.values())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--batch-size", "0"],
+        ["train", "--epochs", "0"],
+        ["train", "--val-size", "0"],
+        ["train", "--max-train-images", "-3"],
+        ["eval", "run", "--batch-size", "0"],
+        ["summary", "--groups", "0"],
+    ],
+)
+def test_counts_below_one_are_refused_before_anything_runs(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {args[-2]}: must be at least 1, got {args[-1]}" in err
+    assert list(tmp_path.iterdir()) == []  # no run folder, no config.json
+
+
 def test_summary_prints_the_layer_table(capsys):
     assert main(["summary", "--model", "alexnet"]) == 0
     out = capsys.readouterr().out

@@ -147,6 +147,13 @@ def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
         train(small_config(uninterrupted), log=quiet)
 
 
+@pytest.mark.parametrize("setting", ["epochs", "batch_size", "val_size", "max_train_images"])
+def test_a_config_with_a_count_below_one_is_refused(setting, tmp_path):
+    with pytest.raises(ValueError, match=f"{setting} must be a whole number of at least 1, got 0"):
+        small_config(tmp_path / "run", **{setting: 0})
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------- checkpoint files
 
 
