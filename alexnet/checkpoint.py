@@ -5,16 +5,19 @@ one JSON document (`meta`) with the model config, optimizer and scheduler state,
 random number generator states, epoch, batch and best metric. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the old one:
 a crash at any moment leaves either the old checkpoint or the new one, never half.
+The run's other files (metrics.jsonl, config.json, test.json) are written the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -26,24 +29,63 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used (corrupt, not a checkpoint, or made for another model)."""
 
 
-def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    """Write `arrays` and the JSON-able `meta` to `path` atomically. Returns the path."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to `path` for writing; on success it replaces `path` in one rename.
+
+    A crash at any moment leaves either the old file or the new one, never half of one (the temporary
+    file, named `<name>.<random>.tmp`, may be left behind; an exception removes it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT, "version": VERSION, **meta}
-    payload = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
-    payload["meta"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+            # mkstemp makes the file private (0600); the result should get the mode any other new file gets.
+            umask = os.umask(0)  # reading the umask means setting it: put it straight back
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX); skipped where directories cannot be opened or synced."""
+    if not hasattr(os, "O_DIRECTORY"):  # Windows
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not support it; the rename itself has happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Replace the text file at `path` in one step (see atomic_open). Returns the path."""
+    with atomic_open(path) as f:
+        f.write(text.encode("utf-8"))
+    return Path(path)
+
+
+def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write `arrays` and the JSON-able `meta` to `path` atomically. Returns the path."""
+    header = {"format": FORMAT, "version": VERSION, **meta}
+    payload = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
+    payload["meta"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    with atomic_open(path) as f:
+        np.savez(f, **payload)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

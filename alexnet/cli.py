@@ -8,7 +8,6 @@ the plots are.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from alexnet import data, plots
 from alexnet.checkpoint import CheckpointError
 from alexnet.model import CONFIGS, AlexNet, build_model, format_summary
-from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, train
+from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, read_metrics, train
 from minigrad import Tensor, backend, keep_freed_memory, no_grad
 
 
@@ -64,9 +63,8 @@ def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8) -> list[Path
     """Write the run's figures into RUN_DIR/plots: curves, conv1 kernels (Fig. 3), predictions (Fig. 4)."""
     out = run_dir / "plots"
     written = []
-    metrics_file = run_dir / "metrics.jsonl"
-    if metrics_file.exists():
-        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    if metrics:
         written.append(plots.plot_training_curves(metrics, out / "curves.png", errors_as_fraction=True))
     model, meta = load_model(run_dir, device)  # the best epoch by validation error
     groups = model.config.groups if model.config.convs[1].grouped else 1

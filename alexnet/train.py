@@ -27,7 +27,13 @@ from tqdm import tqdm
 
 import minigrad.functional as F
 from alexnet import data
-from alexnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, split_prefix
+from alexnet.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    split_prefix,
+    write_text_atomically,
+)
 from alexnet.evaluate import EvalResult, evaluate, top_k_error
 from alexnet.model import AlexNet, build_model, model_from_config
 from minigrad import Tensor, backend
@@ -300,10 +306,26 @@ def default_run_dir(model_name: str) -> Path:
     return Path("runs") / f"{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+# What a run folder holds; a save killed halfway leaves `<name>.<random>.tmp` next to one of them.
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "config.json", "test.json")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl (one JSON object per epoch); an error names the file and line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}, line {number}: not a JSON record ({exc})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise CheckpointError(f"{path}, line {number}: not an epoch record (no integer 'epoch')")
+        records.append(record)
+    return records
 
 
 def train(
@@ -329,8 +351,8 @@ def train(
         ckpt_path = Path(resume)
         run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
         arrays, meta = load_checkpoint(ckpt_path)
-        # A process killed while writing leaves its temporary file behind (the checkpoint itself is intact).
-        for stale in run_dir.glob("*.npz.*.tmp"):
+        # A process killed while writing leaves its temporary file behind (the file itself is intact).
+        for stale in (p for name in RUN_FILES for p in run_dir.glob(f"{name}.*.tmp")):
             stale.unlink()
             log(f"removed {stale.name}, left by an interrupted save")
         saved = meta["train_config"]
@@ -383,7 +405,7 @@ def train(
         scheduler.load_state_dict(meta["scheduler"])
         backend.set_rng_state(meta["rng"])
     else:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        write_text_atomically(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}; data: {prepared.source}")
         log(
             f"train {len(prepared.train_labels):,} / validation {len(prepared.val_labels):,} / "
@@ -391,8 +413,11 @@ def train(
         )
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics = _read_metrics(metrics_path)
+    metrics = read_metrics(metrics_path)
     metrics = [m for m in metrics if m["epoch"] < state.epoch]  # drop epochs that the checkpoint does not cover
+    lost = sorted(set(range(1, state.epoch)) - {m["epoch"] for m in metrics})
+    if lost:  # e.g. a checkpoint copied without its metrics.jsonl: training can go on, the curves will have gaps
+        log(f"warning: {metrics_path} has no record of epochs {', '.join(map(str, lost))}")
     checkpoint_path = run_dir / "checkpoint.npz"
     norm = (prepared.mean, prepared.std)
     transform = prepared.train_transform(cfg.augment)
@@ -482,8 +507,10 @@ def train(
             state.epoch, state.batch = epoch + 1, 0
             state.epoch_stats = {"loss_sum": 0.0, "errors": 0.0, "seen": 0.0}
             metrics.append(record)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            # Written before the checkpoint, so a checkpoint never covers an epoch missing from the file (a
+            # resume drops the lines of epochs beyond its checkpoint). Rewritten whole, so a resumed run never
+            # keeps lines from epochs it re-trained.
+            write_text_atomically(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
             checkpoint()
             if improved:
                 save_run_checkpoint(
@@ -494,8 +521,6 @@ def train(
                 f"val top-1 error {100 * val.top1_error:.2f}%, top-5 {100 * val.top5_error:.2f}%, "
                 f"{record['images_per_second']:.0f} img/s, lr {optimizer.lr:g}"
             )
-            # Rewrite the whole file so a resumed run never keeps lines from epochs it re-trained.
-            metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
 
     test = None
     if not stopped:
@@ -518,5 +543,5 @@ def train(
             f"top-1 error {100 * test.top1_error:.2f}%, top-5 error {100 * test.top5_error:.2f}%"
         )
         record = {**test.as_dict("test_"), "count": test.count, "checkpoint": "best.npz", "epoch": best_epoch}
-        (run_dir / "test.json").write_text(json.dumps(record) + "\n")
+        write_text_atomically(run_dir / "test.json", json.dumps(record) + "\n")
     return TrainResult(run_dir, model, metrics, test, stopped, prepared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from alexnet import checkpoint as ckpt
-from alexnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from alexnet.checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, write_text_atomically
 from alexnet.model import build_model
 from alexnet.train import TrainConfig, TrainingDiverged, load_model, restore_model, train
 
@@ -85,6 +86,7 @@ def test_resuming_a_finished_epoch_with_more_epochs_matches(uninterrupted, tmp_p
     run = tmp_path / "short"
     train(small_config(run, epochs=1), log=quiet)
     (run / "best.npz.x1y2z3.tmp").write_bytes(b"half a checkpoint")  # as a killed save leaves it
+    (run / "metrics.jsonl.a1b2c3.tmp").write_text('{"epoch": 1, "tra')
     train(small_config(run, epochs=2), resume=run, log=quiet)
     assert_same_arrays(weights(uninterrupted), weights(run))
     assert not list(run.glob("*.tmp"))
@@ -170,6 +172,35 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
         save_checkpoint(path, {"w": np.arange(4.0)}, {"note": "second"})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    path = write_text_atomically(tmp_path / "metrics.jsonl", '{"epoch": 1}\n')
+    with pytest.raises(RuntimeError, match="killed"), atomic_open(path) as f:
+        f.write(b'{"epoch": 1}\n{"epo')
+        raise RuntimeError("killed halfway (simulated)")
+    assert path.read_text() == '{"epoch": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Not mkstemp's private 0600: a run folder is as readable as any other file the user writes."""
+    old_umask = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "c.npz", {"w": np.ones(2)}, {})
+        write_text_atomically(tmp_path / "m.jsonl", "{}\n")
+    finally:
+        os.umask(old_umask)
+    assert [oct((tmp_path / name).stat().st_mode & 0o777) for name in ("c.npz", "m.jsonl")] == ["0o640", "0o640"]
+
+
+def test_a_torn_metrics_file_is_named_with_its_line(uninterrupted, tmp_path):
+    run = tmp_path / "torn"
+    shutil.copytree(uninterrupted, run)
+    first, second = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(first + "\n" + second[:40])
+    with pytest.raises(CheckpointError, match=r"metrics\.jsonl, line 2: not a JSON record"):
+        train(small_config(run, epochs=3), resume=run, log=quiet)
 
 
 def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path):
