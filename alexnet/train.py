@@ -511,11 +511,14 @@ def train(
             # resume drops the lines of epochs beyond its checkpoint). Rewritten whole, so a resumed run never
             # keeps lines from epochs it re-trained.
             write_text_atomically(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
-            checkpoint()
+            # best.npz before checkpoint.npz: killed in between, the checkpoint still points at the start of
+            # this epoch, and resuming re-trains it and writes the same best.npz again. The other order would
+            # leave a checkpoint past this epoch next to an older best.npz that nothing ever rewrites.
             if improved:
                 save_run_checkpoint(
                     run_dir / "best.npz", model, optimizer, scheduler, state, cfg, prepared.class_names, norm
                 )
+            checkpoint()
             log(
                 f"epoch {epoch}: train loss {record['train_loss']:.4f}, val loss {val.loss:.4f}, "
                 f"val top-1 error {100 * val.top1_error:.2f}%, top-5 {100 * val.top5_error:.2f}%, "

@@ -114,6 +114,38 @@ def test_a_killed_process_resumes_to_the_same_weights(uninterrupted, tmp_path):
     assert not list(run.glob("*.tmp")), "resuming should clear temporary files of an interrupted save"
 
 
+def test_a_kill_between_the_end_of_epoch_saves_resumes_to_the_same_best_epoch(uninterrupted, tmp_path, monkeypatch):
+    val_errors = [m["val_top1_error"] for m in train_metrics(uninterrupted)]
+    assert val_errors[1] < val_errors[0]  # epoch 2 is a new best, so its end writes both files
+
+    class Killed(BaseException):
+        pass
+
+    import alexnet.train as train_module
+
+    original = train_module.save_run_checkpoint
+    saved_at_end_of_epoch_2 = []
+
+    def save_then_die(path, *args):
+        result = original(path, *args)
+        state = args[3]
+        if (state.epoch, state.batch) == (3, 0):
+            saved_at_end_of_epoch_2.append(path.name)
+            raise Killed  # as SIGKILL right after the first of the two files
+        return result
+
+    monkeypatch.setattr(train_module, "save_run_checkpoint", save_then_die)
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(small_config(run), log=quiet)
+    monkeypatch.undo()
+    assert len(saved_at_end_of_epoch_2) == 1
+
+    train(small_config(run), resume=run, log=quiet)
+    assert_same_arrays(load_checkpoint(uninterrupted / "best.npz")[0], load_checkpoint(run / "best.npz")[0])
+    assert (run / "test.json").read_text() == (uninterrupted / "test.json").read_text()
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "diverged"
     result = {}
