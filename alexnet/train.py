@@ -488,6 +488,8 @@ def train(
                 log(f"stopped at epoch {epoch}, batch {state.batch}; saved {checkpoint_path}")
                 log(f"continue with: alexnet train --resume {run_dir}")
                 break
+            # A stop asked for during the epoch's last batch still lets the epoch end below (validation,
+            # metrics, checkpoints): a few seconds, and the run then stops exactly where an epoch ends.
             elapsed = time.perf_counter() - t0
             val = evaluate(model, prepared.val_images, prepared.val_labels, 256, prepared.mean, prepared.std)
             seen = max(stats["seen"], 1.0)
@@ -524,6 +526,9 @@ def train(
                 f"val top-1 error {100 * val.top1_error:.2f}%, top-5 {100 * val.top5_error:.2f}%, "
                 f"{record['images_per_second']:.0f} img/s, lr {optimizer.lr:g}"
             )
+            if stopped:
+                log(f"stopped after epoch {epoch}; saved {checkpoint_path}")
+                log(f"continue with: alexnet train --resume {run_dir}")
 
     test = None
     if not stopped:

@@ -76,6 +76,28 @@ def test_stopping_mid_epoch_and_resuming_ends_with_the_same_weights(uninterrupte
     assert [m["val_top1_error"] for m in train_metrics(run)] == straight_metrics
 
 
+def test_stopping_in_the_last_batch_of_an_epoch_saves_that_epoch_and_says_how_to_go_on(uninterrupted, tmp_path):
+    run, lines = tmp_path / "stopped", []
+    last_batch = 640 // 64 - 1
+    stopped = train(
+        small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (1, last_batch), log=lines.append
+    )
+    assert stopped.stopped_early and stopped.test is None
+    assert lines[-2:] == [
+        f"stopped after epoch 1; saved {run / 'checkpoint.npz'}",
+        f"continue with: alexnet train --resume {run}",
+    ]
+    _, meta = load_checkpoint(run / "checkpoint.npz")
+    assert (meta["state"]["epoch"], meta["state"]["batch"]) == (2, 0)
+    assert [m["epoch"] for m in train_metrics(run)] == [1]
+
+    train(small_config(run), resume=run, log=quiet)
+    assert_same_arrays(weights(uninterrupted), weights(run))
+    timings = ("images_per_second", "epoch_seconds")
+    untimed = [{k: v for k, v in m.items() if k not in timings} for m in train_metrics(uninterrupted)]
+    assert [{k: v for k, v in m.items() if k not in timings} for m in train_metrics(run)] == untimed
+
+
 def train_metrics(run: Path) -> list[dict]:
     import json
 
