@@ -348,10 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     t.add_argument(
-        "--val-size", type=_positive_int, default=None, help="validation images held out (default: min(5000, N/10))"
+        "--val-size",
+        type=_positive_int,
+        default=None,
+        help="validation images held out (default: min(5000, N/10), at least 1)",
     )
     t.add_argument(
-        "--max-train-images", type=_positive_int, default=None, help="train on only this many images (quick runs)"
+        "--max-train-images",
+        type=_positive_int,
+        default=None,
+        help="train on a random subset of this many images (quick runs)",
     )
     t.add_argument("--ten-crop", action="store_true", help="final test with the paper's 10-crop averaging")
     t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")

@@ -142,8 +142,8 @@ def _split_validation(images: np.ndarray, labels: np.ndarray, val_size: int, see
 def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> PreparedData:
     """Load the data set for a model: Fashion-MNIST for greyscale models, an image folder for colour ones.
 
-    A validation split (default: 5,000 images, or a tenth of a small training set) is held out of the
-    training images; its error drives the learning-rate schedule, as in the paper. The test split is
+    A validation split (default: 5,000 images, or a tenth of a small training set, at least one) is held
+    out of the training images; its error drives the learning-rate schedule, as in the paper. The test split is
     only used at the end.
     """
     if in_channels == 1:
@@ -172,10 +172,20 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
         test_x, test_y = test_folder.load_all()
         names, source = tuple(train_folder.classes), f"image folder {root}"
         eig = data.rgb_pca(train_x, rng=np.random.default_rng(cfg.seed))
-    val_size = cfg.val_size if cfg.val_size is not None else min(5000, len(train_y) // 10)
+    n = len(train_y)
+    # At least one image: the validation error drives the learning-rate schedule and picks best.npz.
+    val_size = cfg.val_size if cfg.val_size is not None else max(1, min(5000, n // 10))
+    if val_size >= n:
+        raise ValueError(
+            f"--val-size {val_size:,} leaves no images to train on: {source} has {n:,} training images "
+            "(use a smaller --val-size, or more data)"
+        )
     train_x, train_y, val_x, val_y = _split_validation(train_x, train_y, val_size, cfg.seed)
-    if cfg.max_train_images is not None:
-        train_x, train_y = train_x[: cfg.max_train_images], train_y[: cfg.max_train_images]
+    if cfg.max_train_images is not None and cfg.max_train_images < len(train_y):
+        # A random subset in the data's order, not the first k: image folders list their images class by class.
+        rng = np.random.default_rng([cfg.seed, 23456])
+        keep = np.sort(rng.choice(len(train_y), size=cfg.max_train_images, replace=False))
+        train_x, train_y = train_x[keep], train_y[keep]
     mean, std = data.channel_mean_std(train_x)
     return PreparedData(
         train_x, train_y, val_x, val_y, test_x, test_y, tuple(names), source, mean, std, image_size, *eig
@@ -366,7 +376,6 @@ def train(
         run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
         if (run_dir / "checkpoint.npz").exists():
             raise FileExistsError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     backend.manual_seed(cfg.seed)
     if resume is not None:
@@ -405,6 +414,7 @@ def train(
         scheduler.load_state_dict(meta["scheduler"])
         backend.set_rng_state(meta["rng"])
     else:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to load its data leaves nothing
         write_text_atomically(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}; data: {prepared.source}")
         log(

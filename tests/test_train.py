@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import pytest
 from alexnet import checkpoint as ckpt
 from alexnet.checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, write_text_atomically
 from alexnet.model import build_model
-from alexnet.train import TrainConfig, TrainingDiverged, load_model, restore_model, train
+from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, restore_model, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,6 +209,44 @@ def test_a_config_with_a_count_below_one_is_refused(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} must be a whole number of at least 1, got 0"):
         small_config(tmp_path / "run", **{setting: 0})
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- data of a run
+
+
+def colour_folder(root: Path, classes: int, train_per_class: int) -> Path:
+    """A small generated image folder; ImageFolder lists its training images class by class."""
+    from alexnet.data import make_fake_imagefolder
+
+    make_fake_imagefolder(root / "train", classes, per_class=train_per_class, size=24, seed=0)
+    make_fake_imagefolder(root / "val", classes, per_class=1, size=24, seed=1)
+    return root
+
+
+def test_max_train_images_keeps_a_seeded_random_subset_of_every_class(tmp_path):
+    root = colour_folder(tmp_path / "images", classes=4, train_per_class=10)
+    cfg = TrainConfig(model="alexnet-small", data=str(root), val_size=4, max_train_images=12)
+    prepared = prepare_data(cfg, in_channels=3, image_size=64)
+    assert len(prepared.train_labels) == 12
+    assert set(prepared.train_labels) == {0, 1, 2, 3}  # not just the first classes of the sorted folder
+    assert np.all(np.diff(prepared.train_labels) >= 0)  # in the data's order
+    again = prepare_data(cfg, in_channels=3, image_size=64)
+    np.testing.assert_array_equal(prepared.train_images, again.train_images)
+    other_seed = prepare_data(dataclasses.replace(cfg, seed=1), in_channels=3, image_size=64)
+    assert not np.array_equal(prepared.train_images, other_seed.train_images)
+
+
+def test_a_small_data_set_still_gets_a_validation_image(tmp_path):
+    root = colour_folder(tmp_path / "images", classes=2, train_per_class=3)
+    prepared = prepare_data(TrainConfig(model="alexnet-small", data=str(root)), in_channels=3, image_size=64)
+    assert (len(prepared.val_labels), len(prepared.train_labels)) == (1, 5)
+
+
+def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"--val-size 9,000 leaves no images to train on: .* has 9,000 training"):
+        train(small_config(run, val_size=9000, max_train_images=None), log=quiet)
+    assert not run.exists()  # a run that fails before it starts leaves no empty folder
 
 
 # ----------------------------------------------------------------------------- checkpoint files
