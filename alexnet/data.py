@@ -303,16 +303,25 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, subset: boo
         a `Dataset` with `train.images` (N, 1, 28, 28) uint8, `train.labels` (N,) int64,
         the same for `test`, and `class_names` = `CLASS_NAMES`.
     """
+    directory = find_fashion_mnist(data_dir, subset=subset)
+    return load_fashion_mnist_subset() if directory is None else _load_fashion_dir(directory)
+
+
+def find_fashion_mnist(data_dir: str | os.PathLike | None = None, *, subset: bool = False) -> Path | None:
+    """The directory `load_fashion_mnist` reads (same arguments, same order of places), None for the bundled subset.
+
+    A run saves this choice, so resuming it later reads the same data whatever the environment says then.
+    """
     if subset:
-        return load_fashion_mnist_subset()
+        return None
     if data_dir is not None:
-        return _load_fashion_dir(Path(data_dir))
+        return Path(data_dir)
     env = os.environ.get(FASHION_MNIST_ENV)
     if env:
-        return _load_fashion_dir(Path(env))
+        return Path(env)
     if not _fashion_files(SYSTEM_FASHION_MNIST_DIR)[1]:
-        return _load_fashion_dir(SYSTEM_FASHION_MNIST_DIR)
-    return load_fashion_mnist_subset()
+        return SYSTEM_FASHION_MNIST_DIR
+    return None
 
 
 # ----------------------------------------------------------------------------- uint8 -> float32

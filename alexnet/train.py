@@ -123,6 +123,7 @@ class PreparedData:
     mean: np.ndarray
     std: np.ndarray
     crop: int
+    data_setting: str  # the `data` setting that loads this data again; saved in place of None (see train)
     eigvals: np.ndarray | None = None
     eigvecs: np.ndarray | None = None
 
@@ -148,7 +149,12 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
     """
     if in_channels == 1:
         bundled = cfg.data == "bundled"
-        ds = data.load_fashion_mnist(None if bundled else cfg.data, subset=bundled)
+        directory = data.find_fashion_mnist(None if bundled else cfg.data, subset=bundled)
+        ds = data.load_fashion_mnist(directory, subset=directory is None)
+        if directory is None:
+            data_setting = "bundled"
+        else:
+            data_setting = cfg.data if cfg.data is not None else str(directory.absolute())
         if ds.train.images.shape[-1] != image_size:
             raise ValueError(f"Fashion-MNIST images are 28x28 but the model expects {image_size}x{image_size}")
         train_x, train_y = ds.train.images, ds.train.labels
@@ -170,7 +176,7 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
             raise ValueError(f"{test_dir} has other classes than {root / 'train'}")
         train_x, train_y = train_folder.load_all()
         test_x, test_y = test_folder.load_all()
-        names, source = tuple(train_folder.classes), f"image folder {root}"
+        names, source, data_setting = tuple(train_folder.classes), f"image folder {root}", cfg.data
         eig = data.rgb_pca(train_x, rng=np.random.default_rng(cfg.seed))
     n = len(train_y)
     # At least one image: the validation error drives the learning-rate schedule and picks best.npz.
@@ -188,7 +194,7 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
         train_x, train_y = train_x[keep], train_y[keep]
     mean, std = data.channel_mean_std(train_x)
     return PreparedData(
-        train_x, train_y, val_x, val_y, test_x, test_y, tuple(names), source, mean, std, image_size, *eig
+        train_x, train_y, val_x, val_y, test_x, test_y, tuple(names), source, mean, std, image_size, data_setting, *eig
     )
 
 
@@ -400,7 +406,12 @@ def train(
             num_classes=len(prepared.class_names),
         )
         mc = model.config
+    if resume is not None and cfg.data is None:  # saved by a version that did not record the data
+        log(f"warning: the run does not say which data it used; continuing on {prepared.source}")
     if resume is None:
+        # The data found now, not None: a later resume or `alexnet eval` must not pick up other data (the full
+        # Fashion-MNIST installed since, or $ALEXNET_FASHION_MNIST set or unset).
+        cfg = dataclasses.replace(cfg, data=prepared.data_setting)
         cfg = resolve_defaults(cfg, mc.in_channels, len(prepared.train_labels))
     model.to(cfg.device)
     optimizer = make_optimizer(cfg, model)

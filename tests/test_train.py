@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -100,8 +101,6 @@ def test_stopping_in_the_last_batch_of_an_epoch_saves_that_epoch_and_says_how_to
 
 
 def train_metrics(run: Path) -> list[dict]:
-    import json
-
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -247,6 +246,32 @@ def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused(tmp_path)
     with pytest.raises(ValueError, match=r"--val-size 9,000 leaves no images to train on: .* has 9,000 training"):
         train(small_config(run, val_size=9000, max_train_images=None), log=quiet)
     assert not run.exists()  # a run that fails before it starts leaves no empty folder
+
+
+def test_a_run_without_data_setting_resumes_on_the_data_it_started_on(tmp_path, monkeypatch):
+    """With no --data the run records the data it found, so a resume elsewhere reads the same images."""
+    from alexnet.data import FASHION_MNIST_FILES, load_fashion_mnist_subset, write_idx
+
+    subset = load_fashion_mnist_subset()
+    idx_dir = tmp_path / "fashion"
+    idx_dir.mkdir()
+    arrays = {
+        "train_images": subset.train.images[:1000, 0],
+        "train_labels": subset.train.labels[:1000].astype(np.uint8),
+        "test_images": subset.test.images[:200, 0],
+        "test_labels": subset.test.labels[:200].astype(np.uint8),
+    }
+    for key, name in FASHION_MNIST_FILES.items():
+        write_idx(idx_dir / name, arrays[key])
+    monkeypatch.setenv("ALEXNET_FASHION_MNIST", str(idx_dir))
+    run = tmp_path / "run"
+    train(small_config(run, data=None, val_size=100), after_batch=lambda epoch, batch: True, log=quiet)
+    assert json.loads((run / "config.json").read_text())["data"] == str(idx_dir)
+
+    monkeypatch.delenv("ALEXNET_FASHION_MNIST")  # a new shell: the default data would now be another set
+    resumed = train(small_config(run), resume=run, log=quiet)
+    assert resumed.data.source == f"full Fashion-MNIST from {idx_dir}"
+    assert resumed.test is not None and resumed.test.count == 200
 
 
 # ----------------------------------------------------------------------------- checkpoint files
