@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.cli import build_parser, main
-from alexnet.data import load_fashion_mnist
+from alexnet.cli import build_parser, main, sample_indices
+from alexnet.data import load_fashion_mnist, make_fake_imagefolder
 from minigrad import backend
 
 
@@ -115,6 +116,46 @@ def test_train_eval_predict_and_plot_end_to_end(tmp_path, capsys):
 
     assert main(["plot", str(run)]) == 0
     assert "conv1_kernels.png" in capsys.readouterr().out
+
+
+def test_a_run_with_fewer_test_images_than_figure_slots_is_plotted(tmp_path, capsys):
+    """3 test images, not the 8 of Fig. 4: the figures show what there is, and the run succeeds."""
+    root = tmp_path / "images"
+    make_fake_imagefolder(root / "train", 3, per_class=6, size=24, seed=0)
+    make_fake_imagefolder(root / "val", 3, per_class=1, size=24, seed=1)
+    run = tmp_path / "run"
+    code = main(["train", "--model", "alexnet-small", "--data", str(root), "--epochs", "1", "--batch-size", "8",
+                 "--val-size", "3", "--width", "0.5", "--out", str(run), "--no-progress"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warning" not in captured.err
+    for name in ["predictions.png", "nearest_neighbours.png"]:
+        assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_plot_that_fails_after_training_is_a_warning_not_a_failure(tmp_path, capsys, monkeypatch):
+    trained = SimpleNamespace(run_dir=tmp_path / "run", stopped_early=False)
+    monkeypatch.setattr("alexnet.cli.train", lambda cfg, resume=None: trained)
+
+    def broken_plot(run_dir, device):
+        raise RuntimeError("no display (simulated)")
+
+    monkeypatch.setattr("alexnet.cli.plot_run", broken_plot)
+    assert main(["train", "--data", "bundled"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        f"warning: no plots (RuntimeError: no display (simulated)); try: alexnet plot {trained.run_dir}" in captured.err
+    )
+    assert f"run folder: {trained.run_dir}" in captured.out
+
+
+def test_figure_samples_are_random_sorted_and_never_more_than_there_are():
+    labels = np.repeat(np.arange(5), 600)  # a class-sorted training set, as an image folder gives
+    bank = sample_indices(len(labels), 2000, np.random.default_rng(0))
+    assert len(np.unique(bank)) == 2000 and np.all(np.diff(bank) > 0)
+    assert np.bincount(labels[bank]).min() > 300  # every class, not the first 2000 images' 3.3 classes
+    np.testing.assert_array_equal(bank, sample_indices(len(labels), 2000, np.random.default_rng(0)))
+    np.testing.assert_array_equal(sample_indices(3, 8, np.random.default_rng(0)), [0, 1, 2])
 
 
 def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
