@@ -254,7 +254,12 @@ def _model_from_args(args: argparse.Namespace) -> AlexNet:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    print(format_summary(_model_from_args(args)))
+    try:
+        model = _model_from_args(args)
+    except ValueError as exc:  # e.g. --groups that do not divide the channels
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(model))
     return 0
 
 
@@ -263,7 +268,11 @@ def _gradcheck(args: argparse.Namespace) -> int:
     from minigrad.gradcheck import gradcheck
 
     backend.manual_seed(args.seed)
-    model = _model_from_args(args).astype(np.float64).to(args.device)
+    try:
+        model = _model_from_args(args).astype(np.float64).to(args.device)
+    except ValueError as exc:  # e.g. a --width that leaves a layer without channels
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg = model.config
     gen = np.random.default_rng(args.seed)
     x = Tensor(

@@ -730,18 +730,23 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 def load_image(path: str | os.PathLike, resize: int = 256) -> np.ndarray:
     """Read an image the paper's way: RGB, shorter side scaled to `resize`, centre `resize` x `resize` crop.
 
-    Returns (3, resize, resize) uint8.
+    Returns (3, resize, resize) uint8. A file Pillow cannot decode is a ValueError that names it.
     """
-    with Image.open(path) as img:
-        img = img.convert("RGB")  # greyscale, palette, RGBA and CMYK files all become RGB
-        w, h = img.size
-        scale = resize / min(w, h)
-        # round() and max(): the shorter side becomes exactly `resize`, the longer never falls below it.
-        new_w, new_h = max(resize, round(w * scale)), max(resize, round(h * scale))
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)  # Pillow antialiases when shrinking
-        left, top = (new_w - resize) // 2, (new_h - resize) // 2
-        img = img.crop((left, top, left + resize, top + resize))
-        hwc = np.asarray(img, dtype=np.uint8)  # (H, W, 3): Pillow's layout
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # greyscale, palette, RGBA and CMYK files all become RGB
+            w, h = img.size
+            scale = resize / min(w, h)
+            # round() and max(): the shorter side becomes exactly `resize`, the longer never falls below it.
+            new_w, new_h = max(resize, round(w * scale)), max(resize, round(h * scale))
+            img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)  # Pillow antialiases when shrinking
+            left, top = (new_w - resize) // 2, (new_h - resize) // 2
+            img = img.crop((left, top, left + resize, top + resize))
+            hwc = np.asarray(img, dtype=np.uint8)  # (H, W, 3): Pillow's layout
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # not an image, truncated, unsupported or unreadable: one folder entry to fix
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
     return np.ascontiguousarray(hwc.transpose(2, 0, 1))  # -> (3, H, W)
 
 

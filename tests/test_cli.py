@@ -158,6 +158,29 @@ def test_figure_samples_are_random_sorted_and_never_more_than_there_are():
     np.testing.assert_array_equal(sample_indices(3, 8, np.random.default_rng(0)), [0, 1, 2])
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["summary", "--groups", "5"], "256 channels cannot be split into 5 groups"),
+        (["gradcheck", "--width", "-1"], "width multiplier must be positive, got -1.0"),
+    ],
+)
+def test_an_impossible_model_is_an_error_message(args, message, capsys):
+    assert main(args) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_in_the_data_folder_is_named(tmp_path, capsys):
+    root = tmp_path / "images"
+    make_fake_imagefolder(root / "train", 2, per_class=2, size=24)
+    make_fake_imagefolder(root / "val", 2, per_class=1, size=24, seed=1)
+    (root / "train" / "n00000001" / "broken.jpg").write_bytes(b"not a jpeg")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "alexnet-small", "--data", str(root), "--out", str(run)]) == 2
+    assert f"error: cannot read image {root / 'train' / 'n00000001' / 'broken.jpg'}" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing.npz")]) == 2
     assert "no checkpoint" in capsys.readouterr().err

@@ -488,3 +488,19 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty" / "cls").mkdir()
     with pytest.raises(ValueError, match=re.escape("no .jpeg/.jpg/.png images")):
         ImageFolder(tmp_path / "empty")
+
+
+def test_an_unreadable_image_is_named_in_the_error(tmp_path):
+    (tmp_path / "cls").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "cls" / "fine.png")
+    (tmp_path / "cls" / "not_a_photo.jpg").write_bytes(b"x\n")
+    cut = tmp_path / "cls" / "cut.jpg"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(cut)
+    cut.write_bytes(cut.read_bytes()[:200])  # truncated, as an interrupted copy leaves it
+    for name in ["not_a_photo.jpg", "cut.jpg"]:
+        with pytest.raises(ValueError, match=f"cannot read image .*{re.escape(name)}"):
+            load_image(tmp_path / "cls" / name)
+    with pytest.raises(ValueError, match=r"cannot read image .*cut\.jpg"):
+        ImageFolder(tmp_path, resize=8).load_all()  # sorted: cut.jpg comes first
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "cls" / "missing.png")
