@@ -326,14 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model (default: alexnet-tiny on Fashion-MNIST, CPU)",
         formatter_class=fmt,
         description=(
-            "Train with the paper's recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate divided by "
-            "10 when the validation error stops improving, random crops and flips (and PCA colour lighting for "
-            "colour data). Greyscale models use Fashion-MNIST: the full set when its IDX files are found (--data, "
-            "$ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist), else the subset bundled in the package. "
-            "Colour models read an image folder (--data DIR with train/ and val/). Each epoch writes metrics.jsonl "
-            "and an atomic checkpoint to the run folder; Ctrl-C stops after the current batch and saves. "
-            "Like every alexnet command it keeps freed memory for reuse (minigrad.keep_freed_memory: 12% faster "
-            "CPU steps for the paper's net); set MALLOC_TRIM_THRESHOLD_ or another glibc malloc variable to opt out."
+            "Train with the paper's recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate divided by 10 "
+            "when the validation error stops improving, and for colour data random crops, flips and PCA colour "
+            "lighting (off for Fashion-MNIST by default: see --augment). Greyscale models use Fashion-MNIST: the full"
+            " set when its IDX files are found (--data, $ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist),"
+            " else the subset bundled in the package. Colour models read an image folder (--data DIR with train/ and "
+            "val/). Each epoch writes metrics.jsonl and an atomic checkpoint to the run folder; Ctrl-C stops after "
+            "the current batch and saves. Like every alexnet command it keeps freed memory for reuse "
+            "(minigrad.keep_freed_memory: 12% faster CPU steps for the paper's net); set MALLOC_TRIM_THRESHOLD_ or "
+            "another glibc malloc variable to opt out."
         ),
     )
     _add_model_switches(t)

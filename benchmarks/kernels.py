@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 # What the thread variables were before minigrad sets its defaults (for the interference lines).
 ENV_AT_START = {name: os.environ.get(name) for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
-import numpy as np  # noqa: E402  (after the path tweak)
+from minigrad import kernels as K  # noqa: E402, I001  (after the path tweak; minigrad before NumPy, as everywhere)
 
-from minigrad import kernels as K  # noqa: E402
+import numpy as np  # noqa: E402
 
 # name, input shape without the batch, kernel, stride, padding
 CONVS = [

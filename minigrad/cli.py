@@ -49,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the registered gradient checks (every op and every nn layer, small float64 inputs) and print one "
             "row per check with its largest relative error, time and PASS/FAIL. Exits 1 if any check fails."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g.add_argument("--op", action="append", metavar="NAME", help="run only this check (repeatable); default: all")
-    g.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where to run the checks")
+    g.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where to run the checks (default: cpu)")
     g.add_argument("--list", action="store_true", help="list the registered checks and exit")
     g.add_argument("-v", "--verbose", action="store_true", help="also print each check's per-input table")
     g.set_defaults(func=_gradcheck)

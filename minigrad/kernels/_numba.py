@@ -1,8 +1,8 @@
 """Numba CPU kernels, and the switch that decides whether they may be used.
 
 Everything that touches Numba lives in this file, so minigrad imports (and works, more slowly) without it.
-The public functions in `im2col.py` and `pooling.py` ask `use_numba_for(array)` and, when it says yes,
-hand raw NumPy arrays to one of the kernels below through `run(...)`.
+The public functions in `im2col.py`, `pooling.py`, `lrn.py` and `sgd.py` ask `use_numba_for(array)` and,
+when it says yes, hand raw NumPy arrays to one of the kernels below through `run(...)`.
 
 When is Numba not used?
 - `import numba` failed (not installed, or a broken llvmlite);
