@@ -102,18 +102,20 @@ def naive_col2im(cols, x_shape, kh, kw, stride, padding):
 
 
 def naive_max_pool_forward(x, kh, kw, stride, padding):
-    """Scan each window in row-major order; padding is -inf; '>' keeps the first maximum; first NaN wins."""
+    """Scan each window's real positions in row-major order; '>' keeps the first maximum; first NaN wins."""
     (sh, sw), (ph, pw) = stride, padding
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int64)
     for b, ch, r, s in itertools.product(range(n), range(c), range(oh), range(ow)):
-        best, best_k = -np.inf, 0
+        best, best_k = -np.inf, -1
         for i, j in itertools.product(range(kh), range(kw)):
             row, col = r * sh + i - ph, s * sw + j - pw
-            v = x[b, ch, row, col] if 0 <= row < h and 0 <= col < w else -np.inf
-            if v > best or (np.isnan(v) and not np.isnan(best)):
+            if not (0 <= row < h and 0 <= col < w):
+                continue  # padding never wins
+            v = x[b, ch, row, col]
+            if best_k < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
                 best, best_k = v, i * kw + j
         out[b, ch, r, s], argmax[b, ch, r, s] = best, best_k
     return out, argmax
@@ -363,6 +365,16 @@ def test_max_pool_padding_never_wins(pool):
     np.testing.assert_array_equal(to_numpy(out), np.float32(-1e30))
     # The first window starts in the padding corner; its first real element is offset (1, 1) = 4.
     assert to_numpy(argmax)[0, 0, 0, 0] == 4
+
+
+def test_max_pool_a_window_of_minus_infinity_next_to_padding_picks_its_first_real_position(pool):
+    forward, backward, xp = pool
+    x = np.array([[[[-np.inf, -np.inf, 1.0, 2.0]]]], dtype=np.float32)
+    out, argmax = forward(xp.asarray(x), 1, 3, (1, 2), (0, 1))
+    np.testing.assert_array_equal(to_numpy(out).ravel(), [-np.inf, 2.0])
+    assert to_numpy(argmax).ravel().tolist() == [1, 2]  # offset 0 is the padding column
+    dx = backward(xp.asarray(np.ones((1, 1, 1, 2), np.float32)), argmax, x.shape, 1, 3, (1, 2), (0, 1))
+    np.testing.assert_array_equal(to_numpy(dx).ravel(), [1.0, 0.0, 0.0, 1.0])  # no gradient lost
 
 
 def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):

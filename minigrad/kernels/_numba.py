@@ -305,9 +305,10 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
     for p in prange(n_planes):
         for oh in range(n_oh):
             for ow in range(n_ow):
-                # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
+                # The padding is skipped; the first real value starts the search (so a window of real -inf
+                # values gives its gradient to the first of them, not to the padding).
                 best = -np.inf
-                best_k = 0
+                best_k = -1
                 for i in range(kh):
                     h = oh * sh + i - ph
                     if h < 0 or h >= height:
@@ -318,7 +319,7 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
                             continue
                         v = x[p, h, w]
                         # Strict '>' keeps the first maximum; the first NaN beats every number.
-                        if v > best or (v != v and best == best):
+                        if best_k < 0 or v > best or (v != v and best == best):
                             best = v
                             best_k = i * kw + j
                 out[p, oh, ow] = best

@@ -74,6 +74,13 @@ def max_pool2d_forward_generic(
     # the first NaN winning, on NumPy and on CuPy alike (the tests check it on both).
     best = windows.max(axis=-1)
     argmax = windows.argmax(axis=-1).astype(ARGMAX_DTYPE, copy=False)
+    if ph or pw:
+        # A window whose real values are all -inf ties with its -inf padding, and argmax may pick the padding:
+        # such a window's first maximum is its first real position (padding is at most half the kernel, so
+        # every window has one). One comparison, and only for padded pools.
+        first_row = xp.maximum(ph - sh * xp.arange(oh, dtype=ARGMAX_DTYPE), 0).reshape(oh, 1)
+        first_col = xp.maximum(pw - sw * xp.arange(ow, dtype=ARGMAX_DTYPE), 0).reshape(1, ow)
+        argmax = xp.where(best == -xp.inf, first_row * kw + first_col, argmax).astype(ARGMAX_DTYPE, copy=False)
     return best, argmax
 
 
