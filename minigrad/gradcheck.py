@@ -77,10 +77,11 @@ def _scalar_loss(fn: Callable[..., Tensor], inputs: Sequence[Any], upstream: Any
 
 
 def _relative_errors(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> np.ndarray:
-    # Relative to the larger magnitude; entries where both are below atol count as exact.
+    # Relative to the larger magnitude; entries where both are below atol count as exact. A NaN stays NaN
+    # (NaN > atol is False: it would otherwise be reported as an exact match).
     scale = np.maximum(np.abs(analytic), np.abs(numeric))
     err = np.abs(analytic - numeric)
-    return np.where(scale > atol, err / np.maximum(scale, 1e-300), 0.0)
+    return np.where((scale > atol) | np.isnan(err), err / np.maximum(scale, 1e-300), 0.0)
 
 
 def gradcheck(

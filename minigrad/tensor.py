@@ -207,6 +207,12 @@ class Tensor:
             grad_data = grad.data if isinstance(grad, Tensor) else grad
             if tuple(grad_data.shape) != self.shape:
                 raise ValueError(f"grad has shape {tuple(grad_data.shape)} but the tensor has shape {self.shape}")
+            if backend.device_of(grad_data) != self.device:
+                raise ValueError(f"grad is on {backend.device_of(grad_data)} but the tensor is on {self.device}")
+            if grad_data.dtype != self.dtype:  # np.ones(shape) is float64: every op would then make float64 too
+                raise TypeError(
+                    f"grad has dtype {grad_data.dtype} but the tensor is {self.dtype}; pass grad.astype({self.dtype})"
+                )
 
         grads: dict[int, Array] = {id(self): grad_data}
         # Arrays that someone else holds: the caller's `grad`, and what earlier leaves got. An op may pass a

@@ -11,6 +11,8 @@ for inputs above `max_elements`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import strict_cupy
@@ -105,6 +107,18 @@ def test_gradcheck_fails_a_wrong_backward(device):
     assert not report.inputs[0].passed
     # The analytic gradient is half the true one: the relative error is about 1/2.
     assert report.max_rel_error > 0.4
+
+
+class SquareNaNGradient(Square):
+    def backward(self, g):
+        return 2 * g * self.x + float("nan")
+
+
+def test_a_nan_gradient_fails_and_is_reported_as_nan_not_as_zero_error(device):
+    report = gradcheck(SquareNaNGradient.apply, leaf(device, (4,)), name="square_nan")
+    assert not report.passed
+    assert math.isnan(report.max_rel_error)
+    assert "nan" in report.table()
 
 
 def test_gradcheck_checks_random_directions_above_max_elements(device):

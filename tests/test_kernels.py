@@ -117,6 +117,7 @@ def naive_max_pool_forward(x, kh, kw, stride, padding):
             v = x[b, ch, row, col]
             if best_k < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
                 best, best_k = v, i * kw + j
+        best_k = max(best_k, 0)  # a window of padding only: offset 0 (in the padding, so no gradient)
         out[b, ch, r, s], argmax[b, ch, r, s] = best, best_k
     return out, argmax
 
@@ -375,6 +376,22 @@ def test_max_pool_a_window_of_minus_infinity_next_to_padding_picks_its_first_rea
     assert to_numpy(argmax).ravel().tolist() == [1, 2]  # offset 0 is the padding column
     dx = backward(xp.asarray(np.ones((1, 1, 1, 2), np.float32)), argmax, x.shape, 1, 3, (1, 2), (0, 1))
     np.testing.assert_array_equal(to_numpy(dx).ravel(), [1.0, 0.0, 0.0, 1.0])  # no gradient lost
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_max_pool_with_many_minus_infinities_equals_the_naive_loop(pool, case):
+    forward, backward, xp = pool
+    shape, kh, kw, stride, padding = CASES[case]
+    x = np.random.default_rng(7).standard_normal(shape)
+    x[np.random.default_rng(8).random(shape) < 0.6] = -np.inf  # many windows of -inf only, some next to padding
+    out, argmax = forward(xp.asarray(x), kh, kw, stride, padding)
+    ref_out, ref_argmax = naive_max_pool_forward(x, kh, kw, stride, padding)
+    np.testing.assert_array_equal(to_numpy(out), ref_out)
+    np.testing.assert_array_equal(to_numpy(argmax), ref_argmax)
+    dout = np.random.default_rng(9).standard_normal(ref_out.shape)
+    dx = backward(xp.asarray(dout), argmax, x.shape, kh, kw, stride, padding)
+    ref_dx = naive_max_pool_backward(dout, ref_argmax, x.shape, kh, kw, stride, padding)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-12, atol=1e-15)  # float64; overlaps add in any order
 
 
 def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):

@@ -285,6 +285,15 @@ def test_max_pool2d_stride_defaults_to_the_kernel(device):
     np.testing.assert_array_equal(to_host(F.max_pool2d(x, 2).data), to_host(F.max_pool2d(x, 2, 2).data))
 
 
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
+def test_pools_refuse_a_zero_stride_and_accept_numpy_integers(pool):
+    x = mg.tensor(np.zeros((1, 1, 6, 6), np.float32))
+    with pytest.raises(ValueError, match=r"kernel_size and stride must be >= 1, got \(2, 2\) and \(0, 0\)"):
+        pool(x, 2, 0)
+    assert pool(x, np.int64(2), np.int64(2), np.int64(0)).shape == (1, 1, 3, 3)
+    assert F.conv2d(x, mg.tensor(np.zeros((1, 1, 3, 3), np.float32)), stride=np.int64(2)).shape == (1, 1, 2, 2)
+
+
 def test_max_pool2d_refuses_padding_over_half_the_kernel():
     with pytest.raises(ValueError, match=r"padding \(2, 2\) must be at most half the kernel \(3, 3\)"):
         F.max_pool2d(mg.tensor(np.zeros((1, 1, 5, 5), np.float32)), 3, 1, padding=2)
@@ -598,6 +607,11 @@ def test_cross_entropy_refuses_float_labels(device):
     logits = mg.tensor(np.zeros((2, 3), np.float32), device=device)
     with pytest.raises(TypeError, match="labels must be integers, got float"):
         F.cross_entropy(logits, np.array([0.0, 1.0]))
+
+
+def test_cross_entropy_of_an_empty_batch_says_so():
+    with pytest.raises(ValueError, match="the batch is empty"):
+        F.cross_entropy(mg.tensor(np.zeros((0, 4), np.float32)), np.zeros(0, np.int64))
 
 
 def test_cross_entropy_needs_one_label_per_row():

@@ -433,6 +433,15 @@ def test_backward_with_a_gradient_of_the_wrong_shape_names_both_shapes():
         y.backward(np.ones((3, 2)))
 
 
+def test_backward_with_a_gradient_of_another_dtype_or_device_is_refused(device):
+    y = mg.tensor(host((2, 3)), device=device, requires_grad=True) * 2
+    with pytest.raises(TypeError, match=r"grad has dtype float64 but the tensor is float32"):
+        y.backward(backend.to_device(np.ones((2, 3)), device))  # np.ones is float64
+    if device != "cpu":
+        with pytest.raises(ValueError, match=r"grad is on cpu but the tensor is on"):
+            y.backward(np.ones((2, 3), np.float32))
+
+
 def test_integer_tensors_cannot_require_grad():
     with pytest.raises(TypeError, match=r"only floating-point tensors can require gradients.*int64"):
         mg.tensor([1, 2, 3], requires_grad=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from minigrad.backend import get_array_module, is_gpu_array
 from minigrad.kernels import col2im, im2col, max_pool2d_backward, max_pool2d_forward
 from minigrad.tensor import Array, Function, Tensor
@@ -26,7 +28,7 @@ IntPair = int | tuple[int, int]
 
 
 def _pair(value: IntPair, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    pair = (int(value), int(value)) if isinstance(value, int | np.integer) else tuple(int(v) for v in value)
     if len(pair) != 2 or min(pair) < 0:
         raise ValueError(f"{name} must be an int or a pair of non-negative ints, got {value!r}")
     return pair  # type: ignore[return-value]
@@ -214,14 +216,24 @@ def max_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, p
     The gradient of each window goes to exactly one input: the first maximum in
     row-major window order (ties are broken towards the top-left).
     """
-    _check_nchw("max_pool2d", x)
+    kernel, stride, padding = _pool_arguments("max_pool2d", x, kernel_size, stride, padding)
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel {kernel}")
+    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+
+
+def _pool_arguments(
+    name: str, x: Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, padding) as pairs, checked: stride defaults to the kernel, both at least 1."""
+    _check_nchw(name, x)
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
     padding = _pair(padding, "padding")
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel {kernel}")
-    _output_size("max_pool2d", x.shape[2:], kernel, stride, padding)
-    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ValueError(f"{name}: kernel_size and stride must be >= 1, got {kernel} and {stride}")
+    _output_size(name, x.shape[2:], kernel, stride, padding)
+    return kernel, stride, padding
 
 
 class AvgPool2d(Function):
@@ -241,11 +253,7 @@ class AvgPool2d(Function):
 
 def avg_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> Tensor:
     """Mean over KHxKW windows. x: (N, C, H, W) -> (N, C, OH, OW). Padded zeros count in the mean."""
-    _check_nchw("avg_pool2d", x)
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
-    _output_size("avg_pool2d", x.shape[2:], kernel, stride, padding)
+    kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
 
 

@@ -102,6 +102,8 @@ def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     if labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got {labels.dtype}")
     k = logits.shape[1]
+    if labels.size == 0:
+        raise ValueError("cross_entropy: the batch is empty (logits of shape (0, K)): the mean loss is undefined")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= k:
         raise ValueError(f"cross_entropy: labels must be in [0, {k}), found values in [{low}, {high}]")

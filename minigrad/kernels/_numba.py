@@ -323,7 +323,7 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
                             best = v
                             best_k = i * kw + j
                 out[p, oh, ow] = best
-                argmax[p, oh, ow] = best_k
+                argmax[p, oh, ow] = max(best_k, 0)  # a window of padding only: offset 0, in the padding (dropped)
 
 
 @_jit

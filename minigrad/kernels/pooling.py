@@ -76,12 +76,21 @@ def max_pool2d_forward_generic(
     argmax = windows.argmax(axis=-1).astype(ARGMAX_DTYPE, copy=False)
     if ph or pw:
         # A window whose real values are all -inf ties with its -inf padding, and argmax may pick the padding:
-        # such a window's first maximum is its first real position (padding is at most half the kernel, so
-        # every window has one). One comparison, and only for padded pools.
-        first_row = xp.maximum(ph - sh * xp.arange(oh, dtype=ARGMAX_DTYPE), 0).reshape(oh, 1)
-        first_col = xp.maximum(pw - sw * xp.arange(ow, dtype=ARGMAX_DTYPE), 0).reshape(1, ow)
-        argmax = xp.where(best == -xp.inf, first_row * kw + first_col, argmax).astype(ARGMAX_DTYPE, copy=False)
+        # such a window's first maximum is its first real position. One comparison, only for padded pools.
+        # (A window of padding only, possible when padding > kernel // 2, keeps offset 0: no gradient.)
+        first_row, real_rows = _first_real_offset(xp, oh, sh, ph, kh, x.shape[2])
+        first_col, real_cols = _first_real_offset(xp, ow, sw, pw, kw, x.shape[3])
+        fix = (best == -xp.inf) & real_rows.reshape(oh, 1) & real_cols.reshape(1, ow)
+        first = first_row.reshape(oh, 1) * kw + first_col.reshape(1, ow)
+        argmax = xp.where(fix, first, argmax).astype(ARGMAX_DTYPE, copy=False)
     return best, argmax
+
+
+def _first_real_offset(xp: Any, n_out: int, stride: int, pad: int, kernel: int, size: int) -> tuple[Any, Any]:
+    """Along one axis: each window's first offset inside the input, and whether it has one at all."""
+    start = stride * xp.arange(n_out, dtype=ARGMAX_DTYPE) - pad  # input index of each window's offset 0
+    first = xp.maximum(-start, 0)
+    return first, (first < kernel) & (start + first < size)
 
 
 def max_pool2d_backward_generic(
