@@ -185,6 +185,8 @@ def _eval(args: argparse.Namespace) -> int:
         model, prepared.test_images, prepared.test_labels, args.batch_size, mean, std, args.ten_crop, progress=True
     )
     views = "10-crop" if args.ten_crop else "centre crop"
+    if args.ten_crop and prepared.test_images.shape[-1] == model.config.image_size:
+        views += ": the images are the input size, so it averages each image and its mirror"
     print(f"{model.config.name} on {result.count:,} test images ({prepared.source}; {views}):")
     print(f"  top-1 error {100 * result.top1_error:.2f}%  (accuracy {100 * (1 - result.top1_error):.2f}%)")
     print(f"  top-5 error {100 * result.top5_error:.2f}%")
@@ -389,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train on a random subset of this many images (quick runs)",
     )
-    t.add_argument("--ten-crop", action="store_true", help="final test with the paper's 10-crop averaging")
+    t.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="final test with the paper's 10-crop averaging (4 corners + centre, and their mirrors; on images of "
+        "the input size, e.g. Fashion-MNIST, that is the image and its mirror)",
+    )
     t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
@@ -399,7 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="data folder (default: the one the run used)")
     e.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     e.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
-    e.add_argument("--ten-crop", action="store_true", help="average the softmax over 10 crops, as in the paper")
+    e.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="average the softmax over 10 crops, as in the paper (on images of the input size: image and mirror)",
+    )
     e.add_argument("--model", default=None, help="fail unless the checkpoint holds this model")
     e.set_defaults(func=_eval)
 

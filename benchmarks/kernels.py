@@ -1,6 +1,6 @@
 """Time the Numba kernels against the xp-generic ones on the paper's AlexNet shapes (NumPy, CPU).
 
-    python benchmarks/kernels.py [--batch 32] [--repeat 5] [--no-interference]
+    python benchmarks/kernels.py [--batch 32] [--repeat 7] [--no-interference]
 
 Prints one row per kernel and layer: the best time of each version in milliseconds and the speedup.
 Then it measures how idle worker threads that keep spinning slow the next kernel on a 2-core machine:
@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+OPENBLAS_DEFAULT_TIMEOUT = "28"  # OpenBLAS's THREAD_TIMEOUT when the variable is unset (2**28 cycles)
 
 # What the thread variables were before minigrad sets its defaults (for the interference lines).
 ENV_AT_START = {name: os.environ.get(name) for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -155,6 +157,8 @@ def interference(repeat: int) -> None:
             times.append(1e3 * (time.perf_counter() - start))
     col2im_after_ms, gemm_after_ms = min(col2im_after), min(gemm_after)
     timeout = ENV_AT_START["OPENBLAS_THREAD_TIMEOUT"] or "default"
+    if timeout == OPENBLAS_DEFAULT_TIMEOUT:
+        timeout = "default"
     spin = "default" if ENV_AT_START["GOMP_SPINCOUNT"] else ENV_AT_START["OMP_WAIT_POLICY"] or "PASSIVE"
     print(
         f"{batch} images | OPENBLAS_THREAD_TIMEOUT={timeout:<7} OMP_WAIT_POLICY={spin:<7} | "
@@ -181,10 +185,10 @@ def main() -> None:
     # Both variables are read once, when OpenBLAS / the OpenMP runtime loads: one fresh interpreter each.
     # "default" for OpenMP is libgomp's own (spin 300,000 times, then sleep): GOMP_SPINCOUNT set explicitly
     # wins over the OMP_WAIT_POLICY=PASSIVE that minigrad sets when it is imported.
-    for timeout, passive in ((None, False), ("4", False), ("4", True)):
+    # OpenBLAS's own default timeout is 2**28 cycles: set explicitly, since minigrad would put in its 4 when unset.
+    for timeout, passive in ((OPENBLAS_DEFAULT_TIMEOUT, False), ("4", False), ("4", True)):
         env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
-        if timeout is not None:
-            env["OPENBLAS_THREAD_TIMEOUT"] = timeout
+        env["OPENBLAS_THREAD_TIMEOUT"] = timeout
         if not passive:
             env["GOMP_SPINCOUNT"] = "300000"
         command = [sys.executable, __file__, "--interference-only", "--repeat", str(4 * args.repeat)]
