@@ -254,6 +254,11 @@ class Tensor:
                         f"{type(fn).__name__}.backward gave a gradient of shape {tuple(ig.shape)} "
                         f"for an input of shape {inp.shape}"
                     )
+                if backend.is_gpu_array(ig) != backend.is_gpu_array(inp.data):
+                    raise RuntimeError(
+                        f"{type(fn).__name__}.backward gave a gradient on {backend.device_of(ig)} "
+                        f"for an input on {inp.device}"
+                    )
                 previous = grads.get(id(inp))
                 grads[id(inp)] = ig if previous is None else previous + ig
             if not retain_graph:
@@ -455,7 +460,14 @@ class Function:
         record = _grad_enabled and any(t.requires_grad for t in tensors)
         if record:
             fn.inputs = tensors  # set before forward so forward can read needs_input_grad
-        out = Tensor(fn.forward(*(t.data for t in tensors)))
+        out_data = fn.forward(*(t.data for t in tensors))
+        if backend.is_gpu_array(out_data) != backend.is_gpu_array(tensors[0].data):
+            # e.g. a forward that went through backend.to_numpy: the result would quietly leave the GPU
+            raise RuntimeError(
+                f"{cls.__name__}.forward returned an array on {backend.device_of(out_data)} "
+                f"for inputs on {tensors[0].device}"
+            )
+        out = Tensor(out_data)
         if record:
             out.requires_grad = True
             out._ctx = fn

@@ -181,7 +181,7 @@ def test_an_unreadable_image_in_the_data_folder_is_named(tmp_path, capsys):
     assert not run.exists()
 
 
-def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
+def test_eval_and_plot_name_a_missing_checkpoint_or_run_folder(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing.npz")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2

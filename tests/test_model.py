@@ -102,9 +102,15 @@ def test_the_summary_counts_flops_and_parameters():
     assert "60,965,224" in text and "conv5" in text and "256x6x6" in text
 
 
-def test_fc7_features_for_nearest_neighbours():
+def test_fc7_features_for_nearest_neighbours_are_fc7_after_its_relu():
     model = build_model("alexnet-tiny").eval()
+    x = mg.tensor(np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32))
     with mg.no_grad():
-        feats = model.extract_features(mg.zeros((3, 1, 28, 28)))
+        feats = model.extract_features(x).numpy()
+        # the same by hand: the features, flattened, then the classifier up to fc7 (dropout is off in eval)
+        h = model.features(x).reshape(3, -1)
+        fc7_in = model.fc6(h).relu()
+        before_relu = model.fc7(fc7_in).numpy()
     assert feats.shape == (3, model.config.fc_width)
-    assert (feats.numpy() >= 0).all()  # taken after the ReLU
+    assert (before_relu < 0).any()  # so the comparison below can tell before from after the ReLU
+    np.testing.assert_allclose(feats, np.maximum(before_relu, 0), rtol=1e-6, atol=1e-7)

@@ -9,7 +9,6 @@ Tests that take `device` run on NumPy, the strict CuPy stand-in and real CuPy (s
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -508,7 +507,6 @@ def test_a_tiny_mlp_learns_a_separable_problem(device):
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = mg.tensor(points, device=device), mg.tensor(labels, device=device)
-    start = time.perf_counter()
     losses = []
     for _ in range(100):
         opt.zero_grad()
@@ -516,7 +514,6 @@ def test_a_tiny_mlp_learns_a_separable_problem(device):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert time.perf_counter() - start < 2.0
     assert losses[-1] < 0.1 < losses[0]
     with mg.no_grad():
         predicted = to_host(model(x).data).argmax(axis=1)

@@ -533,6 +533,36 @@ class HostOnlyExp(Function):
         return g * self.y
 
 
+class HostRoundTripExp(Function):
+    """exp through an explicit host copy: nothing for the stand-in to refuse, but the output leaves the GPU."""
+
+    def forward(self, x):
+        return np.exp(backend.to_numpy(x))
+
+    def backward(self, g):
+        return backend.to_numpy(g)
+
+
+class HostGradientScale(Function):
+    """A forward on the device, a backward that returns a host array."""
+
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, g):
+        return backend.to_numpy(g) * 2
+
+
+def test_an_op_whose_output_or_gradient_leaves_the_device_is_named():
+    with backend.use_gpu_module(strict_cupy):
+        x = mg.tensor(host((3,)), device="gpu", requires_grad=True)
+        with pytest.raises(RuntimeError, match=r"HostRoundTripExp.forward returned an array on cpu for inputs on"):
+            HostRoundTripExp.apply(x)
+        y = HostGradientScale.apply(x)
+        with pytest.raises(RuntimeError, match=r"HostGradientScale.backward gave a gradient on cpu for an input on"):
+            y.sum().backward()
+
+
 def test_a_host_only_op_works_on_numpy():
     data = host((3,), dtype=np.float64)
     y = HostOnlyExp.apply(mg.tensor(data))

@@ -354,6 +354,13 @@ def test_a_checkpoint_of_another_model_is_refused(uninterrupted):
 
 def test_a_checkpoint_round_trip_gives_the_same_predictions(uninterrupted):
     model, meta = load_model(uninterrupted)  # a run folder means its best epoch
+    # the loaded parameters are the arrays stored in best.npz, read independently of load_model
+    arrays, _ = load_checkpoint(uninterrupted / "best.npz")
+    stored = ckpt.split_prefix(arrays, "model")
+    loaded = model.state_dict()
+    assert list(loaded) == list(stored)
+    for name, value in stored.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
     again, _ = load_model(uninterrupted / "best.npz")
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     import minigrad as mg
