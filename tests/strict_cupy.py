@@ -239,8 +239,14 @@ class ndarray:  # lower case: CuPy's name
         return self._a.copy()
 
     def set(self, arr: np.ndarray) -> None:
-        """The explicit host-to-device copy into this array (CuPy's `ndarray.set`)."""
-        self._a[...] = np.asarray(arr)
+        """The explicit host-to-device copy into this array (CuPy's `ndarray.set`: same shape and dtype)."""
+        arr = np.asarray(arr)
+        if arr.shape != self._a.shape or arr.dtype != self._a.dtype:
+            raise ValueError(
+                f"strict_cupy.ndarray.set: got shape {arr.shape} and dtype {arr.dtype} for an array of "
+                f"shape {self._a.shape} and dtype {self._a.dtype} (CuPy neither broadcasts nor casts here)"
+            )
+        self._a[...] = arr
 
     def __repr__(self) -> str:
         return f"strict_cupy.{self._a!r}"
@@ -373,10 +379,39 @@ class _Ufunc:
         return f"<strict_cupy ufunc {self.__name__!r}>"
 
 
+# Functions whose array arguments CuPy will not take as Python lists (cupy.sum([1., 2.]) is a TypeError,
+# cupy.concatenate([[1.], [2.]]) too): the first argument of the reductions and sorts, every argument of
+# `where`, and each item of the sequence that the joins take.
+_NO_LIST_FIRST = frozenset(
+    """
+    amax amin argmax argmin average count_nonzero cumprod cumsum diff max mean median min prod ptp std sum var
+    all any argsort sort unique clip take take_along_axis flip ravel squeeze expand_dims swapaxes moveaxis
+    """.split()
+)
+_JOINS = frozenset("concatenate concat stack hstack vstack dstack column_stack".split())
+
+
+def _refuse_lists(name: str, args: tuple) -> None:
+    def listy(x: Any) -> bool:
+        return isinstance(x, (list, tuple))
+
+    bad = (
+        (name in _NO_LIST_FIRST and args and listy(args[0]))
+        or (name == "where" and any(listy(a) for a in args))
+        or (name in _JOINS and args and listy(args[0]) and any(listy(item) for item in args[0]))
+    )
+    if bad:
+        raise TypeError(
+            f"strict_cupy.{name}(): CuPy does not take Python lists as arrays here; "
+            "make a device array with xp.asarray(...) first"
+        )
+
+
 def _device_function(name: str, func: Any):
     """CuPy's `name`, run by NumPy's: device arrays in and out, host arrays refused."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        _refuse_lists(name, args)
         return _call_numpy(func, args, kwargs, f"strict_cupy.{name}()")
 
     call.__name__ = call.__qualname__ = name

@@ -46,6 +46,9 @@ HOST_MIXES = {
     "xp.exp(dev, out=host)": lambda d, h: sc.exp(d, out=h),
     "xp.where(dev > 0, host, 0)": lambda d, h: sc.where(d > 0, h, 0.0),
     "xp.exp([1.0, 2.0])": lambda d, h: sc.exp([1.0, 2.0]),
+    "xp.sum([1.0, 2.0])": lambda d, h: sc.sum([1.0, 2.0]),
+    "xp.concatenate([[1.0], [2.0]])": lambda d, h: sc.concatenate([[1.0], [2.0]]),
+    "xp.where([True, False], [1.0, 2.0], 0)": lambda d, h: sc.where([True, False], [1.0, 2.0], 0.0),
     "dev.dot(host)": lambda d, h: d.dot(h.T),
     "float(1-d)": lambda d, h: float(d[0]),
     "range(dev_0d)": lambda d, h: range(sc.asarray(3)),
@@ -57,6 +60,15 @@ def test_implicit_conversions_and_host_device_mixes_raise_type_error(dev: sc.nda
     host = np.ones((2, 3), dtype=np.float32)
     with pytest.raises(TypeError):
         HOST_MIXES[name](dev, host)
+
+
+def test_set_copies_only_an_array_of_the_same_shape_and_dtype(dev: sc.ndarray) -> None:
+    dev.set(np.full(dev.shape, 2.0, dev.dtype))
+    np.testing.assert_array_equal(dev.get(), 2.0)
+    with pytest.raises(ValueError, match="neither broadcasts nor casts"):
+        dev.set(np.ones(dev.shape, np.float64))
+    with pytest.raises(ValueError, match="neither broadcasts nor casts"):
+        dev.set(np.ones(dev.shape[1:], dev.dtype))
 
 
 def test_error_messages_say_what_went_wrong(dev: sc.ndarray) -> None:
