@@ -207,17 +207,22 @@ def synchronize(device: str | Device = "gpu") -> None:
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """`target[index] += values` where repeated indices add up (NumPy's `add.at`), in place.
 
-    NumPy has `np.add.at`; CuPy has `cupyx.scatter_add` instead. Any other array
-    module (the tests' stand-in) gets a portable version built on `bincount`.
+    NumPy has `np.add.at`; so does CuPy since version 12 (older ones only `cupyx.scatter_add`, which
+    CuPy 14 deprecates). Any other array module (the tests' stand-in) gets a portable version built on
+    `bincount`.
     """
     if isinstance(target, np.ndarray):
         np.add.at(target, index, values)
         return
     module = get_array_module(target)
     if _gpu_probe is not None and module is _gpu_probe[0]:
-        import cupyx
+        add_at = getattr(module.add, "at", None)
+        if add_at is not None:
+            add_at(target, index, values)
+        else:
+            import cupyx
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)
         return
     # Which flat positions does `index` select? Index an array of positions the same way.
     positions = module.arange(target.size).reshape(target.shape)[index]

@@ -127,8 +127,9 @@ def test_a_killed_process_resumes_to_the_same_weights(uninterrupted, tmp_path):
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     assert (run / "checkpoint.npz").exists(), proc.stderr.read().decode()
     load_checkpoint(run / "checkpoint.npz")  # whole, whenever the kill came
     train(small_config(run), resume=run, log=quiet)
