@@ -31,7 +31,11 @@ class Parameter(Tensor):
     def to(self, device: str | Device) -> Tensor:
         """This parameter on `device`: itself when already there, else a new Parameter (a Module keeps it)."""
         moved = super().to(device)
-        return moved if moved is self else Parameter(moved.data)
+        if moved is self:
+            return self
+        param = Parameter(moved.data)
+        param.requires_grad = self.requires_grad  # a frozen parameter stays frozen
+        return param
 
     def __repr__(self) -> str:
         return "Parameter" + super().__repr__().removeprefix("Tensor")

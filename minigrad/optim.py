@@ -44,7 +44,11 @@ class Optimizer:
         p, b = self.params[i], buffers[i]
         if b is None:
             b = p.xp.zeros_like(p.data)
-        elif backend.device_of(b) != p.device or b.dtype != p.dtype:
+        elif (
+            type(b) is not type(p.data)
+            or b.dtype != p.dtype
+            or (backend.is_gpu_array(b) and backend.device_of(b) != p.device)  # another GPU
+        ):
             b = backend.to_device(b, p.device).astype(p.dtype, copy=False)
         buffers[i] = b
         return b

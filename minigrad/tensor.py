@@ -55,7 +55,7 @@ def is_grad_enabled() -> bool:
 
 
 def _is_float(dtype: Any) -> bool:
-    return np.issubdtype(np.dtype(dtype), np.floating)
+    return np.dtype(dtype).kind == "f"  # (np.issubdtype says the same, several times slower: this runs per op)
 
 
 class Tensor:
@@ -219,7 +219,9 @@ class Tensor:
         # gradient on unchanged or as a view (Add hands the same g to both inputs, reshape a view of it), so
         # a leaf whose gradient shares memory with one of these gets a copy: changing one leaf's .grad in
         # place (clipping, scaling) must not change another's, nor the caller's array.
-        held: list[Array] = [] if grad is None else [grad_data]
+        held = _HeldMemory()
+        if grad is not None:
+            held.add(grad_data)
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
@@ -234,9 +236,9 @@ class Tensor:
                 if node.grad is not None:
                     node.grad = Tensor(node.grad.data + g)
                     continue
-                if any(node.xp.may_share_memory(g, other) for other in held):
+                if held.shares_memory(g):
                     g = g.copy()
-                held.append(g)
+                held.add(g)
                 node.grad = Tensor(g)
                 continue
             input_grads = fn.backward(g)
@@ -370,6 +372,37 @@ class Tensor:
 
     def sigmoid(self) -> Tensor:
         return _F.sigmoid(self)
+
+
+class _HeldMemory:
+    """The memory of arrays already handed out as gradients (or given by the caller), for `backward`.
+
+    NumPy arrays are found by the object that owns their memory (the end of the `.base` chain of a view),
+    in a set: constant time per leaf, so a graph with thousands of scalar leaves stays fast. Other arrays
+    (CuPy's; models there have few leaves) are compared with `may_share_memory`.
+    """
+
+    def __init__(self) -> None:
+        self.owners: set[int] = set()
+        self.others: list[Array] = []
+
+    @staticmethod
+    def _owner(array: np.ndarray) -> Any:
+        while isinstance(array, np.ndarray) and array.base is not None:
+            array = array.base
+        return array
+
+    def add(self, array: Array) -> None:
+        if isinstance(array, np.ndarray):
+            self.owners.add(id(self._owner(array)))
+        else:
+            self.others.append(array)
+
+    def shares_memory(self, array: Array) -> bool:
+        if isinstance(array, np.ndarray):
+            return id(self._owner(array)) in self.owners
+        xp = backend.get_array_module(array)
+        return any(xp.may_share_memory(array, other) for other in self.others)
 
 
 def _raw(value: Any, like: Tensor) -> Array:

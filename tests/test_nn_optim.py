@@ -155,6 +155,8 @@ def test_a_parameter_moved_to_a_device_is_still_a_parameter(device):
     layer = nn.Linear(3, 2)
     moved = layer.weight.to(device)
     assert isinstance(moved, nn.Parameter) and moved.requires_grad and moved.device == device
+    layer.bias.requires_grad = False  # frozen
+    assert layer.bias.to(device).requires_grad is False
     layer.weight = moved
     assert [p is moved for p in layer.parameters()] == [True, False]
 

@@ -258,6 +258,14 @@ def test_integer_tensors_and_float_numbers_give_float32_not_a_truncated_int(devi
     np.testing.assert_array_equal(to_host((mask * 0.5).data), np.array([0.5, 0.0], np.float32))
 
 
+def test_dividing_or_averaging_integers_gives_float32(device):
+    ints = mg.tensor([1, 2, 4], device=device)
+    for result in (ints / 2, 2 / ints, ints / ints, ints.mean(), F.mean(ints, axis=0)):
+        assert result.dtype == np.float32
+    np.testing.assert_array_equal(to_host((ints / 2).data), np.array([0.5, 1.0, 2.0], np.float32))
+    assert (ints.mean()).item() == pytest.approx(7 / 3)
+
+
 def test_integer_numbers_keep_an_integer_tensor_integer():
     assert (mg.tensor(np.array([1, 2], np.int32)) + 1).dtype == np.int32
     assert (mg.tensor([1, 2]) * 3).dtype == np.int64

@@ -156,8 +156,17 @@ def mul(a: Any, b: Any) -> Tensor:
 
 
 def div(a: Any, b: Any) -> Tensor:
-    """a / b with broadcasting."""
+    """a / b with broadcasting. Integers divide into the default float dtype (float32), never float64."""
+    if not any(_is_floating(v) for v in (a, b)):
+        a = cast(a, backend.DEFAULT_DTYPE) if isinstance(a, Tensor) else a
+        b = cast(b, backend.DEFAULT_DTYPE) if isinstance(b, Tensor) else b
     return _binary(Div, "div", a, b)
+
+
+def _is_floating(value: Any) -> bool:
+    """A float tensor, array or number (whose dtype decides the result's)."""
+    dtype = getattr(value, "dtype", None)
+    return isinstance(value, float) if dtype is None else np.dtype(dtype).kind == "f"
 
 
 def maximum(a: Any, b: Any) -> Tensor:
@@ -360,7 +369,9 @@ def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
 
 
 def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """Mean over `axis` (all axes when None)."""
+    """Mean over `axis` (all axes when None). The mean of integers is float32 (the default float dtype)."""
+    if isinstance(x, Tensor) and not _is_floating(x):
+        x = cast(x, backend.DEFAULT_DTYPE)
     return Mean.apply(x, axis=axis, keepdims=keepdims)
 
 
