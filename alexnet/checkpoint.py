@@ -25,6 +25,11 @@ FORMAT = "alexnet-checkpoint"
 VERSION = 1
 
 
+# The process's umask, read once at import (reading it means setting it, which would race with other threads).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used (corrupt, not a checkpoint, or made for another model)."""
 
@@ -42,9 +47,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file private (0600); the result should get the mode any other new file gets.
-            umask = os.umask(0)  # reading the umask means setting it: put it straight back
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            os.chmod(tmp, 0o666 & ~_UMASK)
             yield f
             f.flush()
             os.fsync(f.fileno())

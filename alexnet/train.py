@@ -70,8 +70,9 @@ class TrainConfig:
     init: str | None = None
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        # The CLI's argparse types reject these too; this catches the same mistakes made through the API.
+    def check_counts(self) -> None:
+        """Refuse counts below 1 for a new run (the CLI's argparse types do the same). Not done for settings
+        loaded from an existing run, so runs saved by older versions can still be evaluated and plotted."""
         for name in ("epochs", "batch_size", "val_size", "max_train_images"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | np.integer) or value < 1):
@@ -154,7 +155,7 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
         if directory is None:
             data_setting = "bundled"
         else:
-            data_setting = cfg.data if cfg.data is not None else str(directory.absolute())
+            data_setting = str(directory.absolute())  # absolute: a resume or eval may run from another folder
         if ds.train.images.shape[-1] != image_size:
             raise ValueError(f"Fashion-MNIST images are 28x28 but the model expects {image_size}x{image_size}")
         train_x, train_y = ds.train.images, ds.train.labels
@@ -176,7 +177,7 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
             raise ValueError(f"{test_dir} has other classes than {root / 'train'}")
         train_x, train_y = train_folder.load_all()
         test_x, test_y = test_folder.load_all()
-        names, source, data_setting = tuple(train_folder.classes), f"image folder {root}", cfg.data
+        names, source, data_setting = tuple(train_folder.classes), f"image folder {root}", str(root.absolute())
         eig = data.rgb_pca(train_x, rng=np.random.default_rng(cfg.seed))
     n = len(train_y)
     # At least one image: the validation error drives the learning-rate schedule and picks best.npz.
@@ -354,12 +355,15 @@ def train(
 
     Args:
         cfg: the run's settings. When resuming, the saved settings are used, except `epochs`,
-            `device` and `progress`, which may be changed (e.g. to train longer).
+            `device` and `progress`, which may be changed (e.g. to train longer), and `data`, which may
+            point at the same data in a new place.
         resume: a run folder (or its checkpoint file) to continue.
         after_batch: called as after_batch(epoch, batch) after every optimizer step; returning
             True stops the run there as Ctrl-C would (used by the tests).
         log: where progress lines go.
     """
+    if resume is None:
+        cfg.check_counts()
     state = RunState()
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
@@ -375,6 +379,9 @@ def train(
         saved.update(device=cfg.device, progress=cfg.progress)
         if cfg.epochs is not None:  # resuming may extend a run
             saved.update(epochs=cfg.epochs)
+        if cfg.data is not None and cfg.data != saved.get("data"):  # the same data, moved
+            log(f"reading the data from {cfg.data} (the run used {saved.get('data')})")
+            saved.update(data=cfg.data)
         cfg = TrainConfig(**saved)
         state = RunState(**meta["state"])
         log(f"resuming {run_dir} at epoch {state.epoch}, batch {state.batch}")
@@ -393,6 +400,9 @@ def train(
         )
     mc = model.config
     prepared = prepare_data(cfg, mc.in_channels, mc.image_size)
+    if resume is not None:  # normalise as the weights were trained, whatever the data gives today
+        mean, std = (np.asarray(meta[k], np.float32) for k in ("mean", "std"))
+        prepared = dataclasses.replace(prepared, mean=mean, std=std)
     if prepared.class_names and len(prepared.class_names) != mc.num_classes:
         if resume is not None:
             raise CheckpointError(f"the run has {mc.num_classes} classes but the data has {len(prepared.class_names)}")

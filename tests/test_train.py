@@ -207,7 +207,7 @@ def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
 @pytest.mark.parametrize("setting", ["epochs", "batch_size", "val_size", "max_train_images"])
 def test_a_config_with_a_count_below_one_is_refused(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} must be a whole number of at least 1, got 0"):
-        small_config(tmp_path / "run", **{setting: 0})
+        train(small_config(tmp_path / "run", **{setting: 0}), log=quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -270,8 +270,34 @@ def test_a_run_without_data_setting_resumes_on_the_data_it_started_on(tmp_path, 
     assert json.loads((run / "config.json").read_text())["data"] == str(idx_dir)
 
     monkeypatch.delenv("ALEXNET_FASHION_MNIST")  # a new shell: the default data would now be another set
-    resumed = train(small_config(run), resume=run, log=quiet)
+    resumed = train(small_config(run, data=None), resume=run, log=quiet)
     assert resumed.data.source == f"full Fashion-MNIST from {idx_dir}"
+    assert resumed.test is not None and resumed.test.count == 200
+
+
+def test_a_relative_data_path_is_saved_absolute_and_moved_data_can_be_named_on_resume(tmp_path, monkeypatch):
+    from alexnet.data import FASHION_MNIST_FILES, load_fashion_mnist_subset, write_idx
+
+    subset = load_fashion_mnist_subset()
+    arrays = {
+        "train_images": subset.train.images[:1000, 0],
+        "train_labels": subset.train.labels[:1000].astype(np.uint8),
+        "test_images": subset.test.images[:200, 0],
+        "test_labels": subset.test.labels[:200].astype(np.uint8),
+    }
+    (tmp_path / "fashion").mkdir()
+    for key, name in FASHION_MNIST_FILES.items():
+        write_idx(tmp_path / "fashion" / name, arrays[key])
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    train(small_config(run, data="fashion", val_size=100), after_batch=lambda epoch, batch: True, log=quiet)
+    assert json.loads((run / "config.json").read_text())["data"] == str(tmp_path / "fashion")
+
+    (tmp_path / "fashion").rename(tmp_path / "moved")
+    monkeypatch.chdir(run)  # another working directory
+    lines: list[str] = []
+    resumed = train(small_config(run, data=str(tmp_path / "moved")), resume=run, log=lines.append)
+    assert f"reading the data from {tmp_path / 'moved'} (the run used {tmp_path / 'fashion'})" in lines
     assert resumed.test is not None and resumed.test.count == 200
 
 
@@ -302,14 +328,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
 
-def test_saved_files_get_the_usual_permissions(tmp_path):
+def test_saved_files_get_the_usual_permissions(tmp_path, monkeypatch):
     """Not mkstemp's private 0600: a run folder is as readable as any other file the user writes."""
-    old_umask = os.umask(0o027)
-    try:
-        save_checkpoint(tmp_path / "c.npz", {"w": np.ones(2)}, {})
-        write_text_atomically(tmp_path / "m.jsonl", "{}\n")
-    finally:
-        os.umask(old_umask)
+    monkeypatch.setattr(ckpt, "_UMASK", 0o027)  # the umask as read when the module was imported
+    save_checkpoint(tmp_path / "c.npz", {"w": np.ones(2)}, {})
+    write_text_atomically(tmp_path / "m.jsonl", "{}\n")
     assert [oct((tmp_path / name).stat().st_mode & 0o777) for name in ("c.npz", "m.jsonl")] == ["0o640", "0o640"]
 
 
