@@ -305,10 +305,9 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
     for p in prange(n_planes):
         for oh in range(n_oh):
             for ow in range(n_ow):
-                # The padding is skipped; the first real value starts the search (so a window of real -inf
-                # values gives its gradient to the first of them, not to the padding).
+                # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
                 best = -np.inf
-                best_k = -1
+                best_k = 0
                 for i in range(kh):
                     h = oh * sh + i - ph
                     if h < 0 or h >= height:
@@ -319,11 +318,17 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
                             continue
                         v = x[p, h, w]
                         # Strict '>' keeps the first maximum; the first NaN beats every number.
-                        if best_k < 0 or v > best or (v != v and best == best):
+                        if v > best or (v != v and best == best):
                             best = v
                             best_k = i * kw + j
+                if best == -np.inf:
+                    # Real values of -inf only: the first of them, not offset 0 (which may be padding, and
+                    # would drop the gradient). A window of padding only keeps offset 0: no gradient.
+                    i0, j0 = max(0, ph - oh * sh), max(0, pw - ow * sw)
+                    if i0 < kh and j0 < kw and oh * sh + i0 - ph < height and ow * sw + j0 - pw < width:
+                        best_k = i0 * kw + j0
                 out[p, oh, ow] = best
-                argmax[p, oh, ow] = max(best_k, 0)  # a window of padding only: offset 0, in the padding (dropped)
+                argmax[p, oh, ow] = best_k
 
 
 @_jit
