@@ -263,6 +263,55 @@ def test_kernels_write_into_out_and_return_it(xp, case, dtype, version):
     np.testing.assert_allclose(to_numpy(dx), naive_col2im(cols, x_shape, *geometry), **SUM_TOL[dtype])
 
 
+@pytest.mark.parametrize("version", ["numba", "generic"])
+def test_chunked_im2col_unfolds_any_block_of_images_and_channels(xp, case, dtype, version):
+    """unfold(n0, m, c0, c1) is im2col of x[n0:n0+m, c0:c1], for every block, called in any order and
+    again: what the unfolder prepared once (the stride phases, the padded input) serves every call."""
+    if version == "numba" and (not K.numba_available() or xp is not np):
+        pytest.skip("the Numba kernels take NumPy arrays")
+    x_shape, kh, kw, stride, padding = case
+    x, _, _ = random_inputs(case, dtype, seed=8)
+    unfold = K.ChunkedIm2col(xp.asarray(x), kh, kw, stride, padding, use_numba=version == "numba")
+    n, c = x_shape[:2]
+    blocks = [(0, n, 0, c), (n - 1, 1, c - 1, c), (0, 1, 0, 1), (n - 1, 1, 0, c), (0, n, c // 2, c)]
+    for n0, m, c0, c1 in blocks + blocks[::-1]:
+        want = naive_im2col(x[n0 : n0 + m, c0:c1], kh, kw, stride, padding)
+        buffer = xp.asarray(np.full(want.shape, np.nan, dtype=dtype))  # stale values must not survive
+        assert unfold(n0, m, c0, c1, out=buffer) is buffer
+        np.testing.assert_array_equal(to_numpy(buffer), want, err_msg=f"block {(n0, m, c0, c1)}")
+    np.testing.assert_array_equal(to_numpy(unfold()), naive_im2col(x, kh, kw, stride, padding))
+
+
+def test_chunked_im2col_refuses_a_block_outside_x(xp):
+    unfold = K.ChunkedIm2col(xp.asarray(np.ones((2, 4, 5, 5), np.float32)), 3, 3)
+    for n0, m, c0, c1 in [(1, 2, 0, 4), (0, 0, 0, 4), (-1, 1, 0, 4), (0, 2, 2, 2), (0, 2, 0, 5)]:
+        with pytest.raises(ValueError, match=r"no block of images .* in x \(2, 4, 5, 5\)"):
+            unfold(n0, m, c0, c1)
+
+
+@needs_numba
+def test_chunked_im2col_falls_back_to_generic_when_numba_breaks_between_calls(monkeypatch):
+    x = np.random.default_rng(9).standard_normal((3, 2, 9, 9))
+    unfold = K.ChunkedIm2col(x, 3, 3, 2, 1)  # stride 2: the phase kernel
+    assert unfold.numba
+    np.testing.assert_array_equal(unfold(0, 1), naive_im2col(x[:1], 3, 3, (2, 2), (1, 1)))
+    break_numba_kernel(monkeypatch, "im2col_kernel")
+    with pytest.warns(RuntimeWarning, match="Numba is unavailable"):
+        cols = unfold(1, 2, 1, 2)
+    np.testing.assert_array_equal(cols, naive_im2col(x[1:3, 1:2], 3, 3, (2, 2), (1, 1)))
+    assert not unfold.numba
+    with pytest.raises(K.NumbaUnavailable):
+        K.ChunkedIm2col(x, 3, 3, 2, 1, use_numba=True)
+
+
+def test_chunked_im2col_takes_the_generic_path_without_numba(xp, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_DISABLE_NUMBA", "1")
+    x = np.random.default_rng(10).standard_normal((2, 3, 6, 7)).astype(np.float32)
+    unfold = K.ChunkedIm2col(xp.asarray(x), 3, 3, 1, 1)
+    assert not unfold.numba
+    np.testing.assert_array_equal(to_numpy(unfold(1, 1, 1, 3)), naive_im2col(x[1:, 1:], 3, 3, (1, 1), (1, 1)))
+
+
 def test_out_of_the_wrong_shape_dtype_or_layout_is_refused(xp):
     x = xp.asarray(np.ones((1, 2, 5, 5), np.float32))
     cols_shape = (2, 3, 3, 1, 3, 3)

@@ -108,11 +108,14 @@ CONV_CASES = {
 }
 
 
-@pytest.fixture(params=["whole batch", "1 image", "2 images"])
+@pytest.fixture(params=["whole batch", "1 image", "2 images", "2 images, per-image products", "whole batch, per-image"])
 def conv_chunk(request, monkeypatch):
-    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns)."""
+    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns), and
+    whether the CPU multiplies image by image (the default only for output planes of 2,048 pixels or more)."""
     conv_module = importlib.import_module("minigrad.functional.conv")
-    images = {"whole batch": None, "1 image": 1, "2 images": 2}[request.param]
+    images = {"whole": None, "1": 1, "2": 2}[request.param.split()[0]]
+    if "per-image" in request.param:
+        monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
 
     def images_per_chunk(x, bytes_per_image):
         return x.shape[0] if images is None else min(images, x.shape[0])

@@ -8,10 +8,16 @@ A chunk of n images is then ONE matrix product per group, forward and backward:
     dW_g^T += cols_g @ dY_g.T    (K, n*L) @ (n*L, O/G)     (chunks in reverse: the last is still unfolded)
     dcols_g = W_g.T @ dY_g       (K, O/G) @ (O/G, n*L)     then col2im
 
+The bias rides along as in Caffe: each group's columns get one more row, all ones, and W_g one more
+column, b_g. Y_g then includes the bias, and the last row of dW_g^T is db_g: no separate pass over the
+output for either.
+
 On the GPU the chunk is the whole batch. On the CPU it is as many images as fit in CPU_COLS_BYTES
-(16 MB): big enough for GEMMs near the BLAS peak (many tiny per-image ones are not), small enough that
+(16 MB): big enough for GEMMs near the BLAS peak (small per-image ones are not), small enough that
 the columns stay in the cache between im2col and the GEMMs instead of going to memory and back.
-Only the output and its gradient (small next to cols) are transposed between (n, O, L) and (O, n, L).
+The output and its gradient are transposed between (n, O, L) and (O, n, L), except where one image's
+output plane alone makes a large GEMM (CPU_PER_IMAGE_MIN_PIXELS: AlexNet's conv1): there each image's
+products read and write the NCHW arrays in place.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from minigrad.backend import get_array_module, is_gpu_array
-from minigrad.kernels import col2im, im2col, max_pool2d_backward, max_pool2d_forward
+from minigrad.kernels import ChunkedIm2col, col2im, im2col, max_pool2d_backward, max_pool2d_forward
 from minigrad.tensor import Array, Function, Tensor
 
 IntPair = int | tuple[int, int]
@@ -63,95 +69,131 @@ def _images_per_chunk(x: Array, bytes_per_image: int) -> int:
     return n if limit is None else max(1, min(n, limit // bytes_per_image))
 
 
+# On the CPU, a layer whose output planes have at least this many pixels (OH*OW) multiplies image by image:
+# each image's product is then a large GEMM by itself, and it reads and writes the NCHW arrays directly,
+# without the two transposes of the chunk's output and gradient. AlexNet's conv1 (55x55 = 3,025 pixels),
+# fwd+bwd at batch 32 on 2 cores: 93.6 -> 89.5 ms. Smaller planes lose: conv2 (27x27) 254 -> 261 ms,
+# conv3 (13x13) 129 -> 165 ms, so they keep the chunk's products.
+CPU_PER_IMAGE_MIN_PIXELS = 2048
+
+
 class Conv2d(Function):
-    def _columns(self, x: Array, n0: int, m: int, buffer: Array, oh: int, ow: int) -> Array:
-        """im2col of images n0 .. n0+m-1 into the front of `buffer`, viewed as (G, C/G*KH*KW, m*OH*OW)."""
-        c, kh, kw = x.shape[1], *self.kernel_size
-        cols = buffer[: c * kh * kw * m * oh * ow].reshape(c, kh, kw, m, oh, ow)
-        cols = im2col(x[n0 : n0 + m], kh, kw, self.stride, self.padding, out=cols)
-        return cols.reshape(self.groups, c // self.groups * kh * kw, m * oh * ow)
+    def _columns(self, unfold: ChunkedIm2col, n0: int, m: int, buffer: Array) -> Array:
+        """Columns of images n0 .. n0+m-1 in the front of `buffer`, as (G, K/G [+ 1 row of ones], m, L)."""
+        g, kg, rows = self.groups, self.group_rows, self.rows
+        cg, (kh, kw), (oh, ow) = unfold.x.shape[1] // g, self.kernel_size, self.output_hw
+        cols = buffer[: g * rows * m * oh * ow].reshape(g, rows, m * oh * ow)
+        for gi in range(g):
+            unfold(n0, m, gi * cg, (gi + 1) * cg, out=cols[gi, :kg].reshape(cg, kh, kw, m, oh, ow))
+        if rows > kg:
+            cols[:, kg] = 1  # the bias row
+        return cols.reshape(g, rows, m, oh * ow)
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         xp = get_array_module(x, w)
-        n, c = x.shape[:2]
+        n = x.shape[0]
         o, cg, kh, kw = w.shape
-        g, k = self.groups, cg * kh * kw
+        g = self.groups
+        og, kg = o // g, cg * kh * kw
+        rows = kg + (b is not None)
         oh, ow = _output_size("conv2d", x.shape[2:], (kh, kw), self.stride, self.padding)
         length = oh * ow
-        step = _images_per_chunk(x, c * kh * kw * length * x.dtype.itemsize)
-        wmat = w.reshape(g, o // g, k)
-        self.kernel_size = (kh, kw)
+        self.kernel_size, self.output_hw, self.group_rows, self.rows = (kh, kw), (oh, ow), kg, rows
+        step = _images_per_chunk(x, g * rows * length * x.dtype.itemsize)
+        self.per_image = not is_gpu_array(x) and length >= CPU_PER_IMAGE_MIN_PIXELS
+        wmat = w.reshape(g, og, kg)
+        if b is not None:  # the bias is the last column of each group's weight matrix
+            wmat = xp.concatenate([wmat, b.reshape(g, og, 1)], axis=2)
+        unfold = ChunkedIm2col(x, kh, kw, self.stride, self.padding)
         out = xp.empty((n, o, length), dtype=x.dtype)
-        cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
-        y_buffer = xp.empty(o * step * length, dtype=x.dtype)
+        cols_buffer = xp.empty(g * rows * step * length, dtype=x.dtype)
+        y_buffer = None if self.per_image else xp.empty(o * step * length, dtype=x.dtype)
         for n0 in range(0, n, step):
             m = min(step, n - n0)
-            cols = self._columns(x, n0, m, cols_buffer, oh, ow)
-            y = y_buffer[: o * m * length].reshape(g, o // g, m * length)
-            for gi in range(g):
-                xp.matmul(wmat[gi], cols[gi], out=y[gi])
-            # (G, O/G, m, L) -> (m, O, L): the one transpose, of the (small) output, with the bias added
-            by_image = y.reshape(o, m, length).transpose(1, 0, 2)
-            if b is not None:
-                xp.add(by_image, b.reshape(1, o, 1), out=out[n0 : n0 + m])
+            cols = self._columns(unfold, n0, m, cols_buffer)
+            if self.per_image:
+                for i in range(m):
+                    y = out[n0 + i].reshape(g, og, length)
+                    for gi in range(g):
+                        xp.matmul(wmat[gi], cols[gi, :, i], out=y[gi])
             else:
-                out[n0 : n0 + m] = by_image
+                y = y_buffer[: o * m * length].reshape(g, og, m * length)
+                for gi in range(g):
+                    xp.matmul(wmat[gi], cols[gi].reshape(rows, m * length), out=y[gi])
+                out[n0 : n0 + m] = y.reshape(o, m, length).transpose(1, 0, 2)  # (O, m, L) -> (m, O, L)
         # dW needs the columns again. Keep the last chunk's (all of them when the batch is one chunk): the
         # backward pass goes through the chunks in reverse and starts with it; the others it unfolds again.
         needs_w = bool(self.inputs) and self.inputs[1].requires_grad
         self.cols, self.cols_buffer = (cols, cols_buffer) if needs_w else (None, None)
-        self.x, self.w, self.step = x, w, step
+        self.unfold = unfold if needs_w and step < n else None
+        self.x_shape, self.w, self.wmat, self.step = x.shape, w, wmat, step
+        self.x = x
         return out.reshape(n, o, oh, ow)
 
     def backward(self, grad: Array) -> tuple[Array | None, ...]:
         xp = get_array_module(grad)
         need_x, need_w = self.needs_input_grad[:2]
-        x, w, step = self.x, self.w, self.step
-        n, c = x.shape[:2]
-        o, cg, kh, kw = w.shape
-        g, k = self.groups, cg * kh * kw
-        oh, ow = grad.shape[-2:]
+        need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
+        x_shape, w, step = self.x_shape, self.w, self.step
+        n, c = x_shape[:2]
+        o, _, kh, kw = w.shape
+        g, kg, rows = self.groups, self.group_rows, self.rows
+        og = o // g
+        oh, ow = self.output_hw
         length = oh * ow
-        wmat = w.reshape(g, o // g, k)
+        w_t = self.wmat[:, :, :kg].transpose(0, 2, 1)  # (G, K/G, O/G), without the bias column
         grad = xp.ascontiguousarray(grad).reshape(n, o, length)
 
         # dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long n*L axis is then the inner one
-        # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS
-        dw_t = xp.zeros((g, k, o // g), dtype=grad.dtype) if need_w else None
-        dw_part = xp.empty_like(dw_t) if need_w and step < n else dw_t
-        dx = xp.empty(x.shape, dtype=grad.dtype) if need_x else None
-        dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype) if need_x else None
-        gm_buffer = xp.empty(o * step * length, dtype=grad.dtype)
-        need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
-        db = xp.zeros(o, dtype=grad.dtype) if need_b else None
-        cols_buffer = self.cols_buffer
+        # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS. Its last row,
+        # from the row of ones, is db.
+        dw_t = xp.zeros((g, rows, og), dtype=grad.dtype) if need_w else None
+        dw_part = xp.empty_like(dw_t) if need_w else None
+        dx = xp.empty(x_shape, dtype=grad.dtype) if need_x else None
+        dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=grad.dtype) if need_x else None
+        gm_buffer = None if self.per_image else xp.empty(o * step * length, dtype=grad.dtype)
+        cols_buffer, unfold = self.cols_buffer, self.unfold
         if need_w and cols_buffer is None:  # w did not need a gradient when the forward pass ran
-            cols_buffer = xp.empty(c * kh * kw * step * length, dtype=x.dtype)
+            cols_buffer = xp.empty(g * rows * step * length, dtype=grad.dtype)
         last = (n - 1) // step * step  # the chunk whose columns the forward pass left in cols_buffer
         for n0 in range(last, -1, -step):
             m = min(step, n - n0)
-            # (m, O, L) -> (O, m, L) = (G, O/G, m*L), matching the columns' layout
-            gm = gm_buffer[: o * m * length].reshape(o, m, length)
-            gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
-            if need_b:
-                db += gm.reshape(o, m * length).sum(axis=1)  # contiguous rows, still in the cache
-            gm = gm.reshape(g, o // g, m * length)
+            if self.per_image:  # each image's gradient (O, L) read in place: (G, O/G, L) per image
+                images = [grad[n0 + i].reshape(g, og, length) for i in range(m)]
+            else:  # (m, O, L) -> (O, m, L) = (G, O/G, m*L), matching the columns' layout
+                gm = gm_buffer[: o * m * length].reshape(o, m, length)
+                gm[...] = grad[n0 : n0 + m].transpose(1, 0, 2)
+                gm = gm.reshape(g, og, m * length)
             if need_w:
                 if n0 == last and self.cols is not None:
                     cols = self.cols
                 else:
-                    cols = self._columns(x, n0, m, cols_buffer, oh, ow)
+                    if unfold is None:  # w did not need a gradient in the forward pass, which kept nothing
+                        unfold = ChunkedIm2col(self.x, kh, kw, self.stride, self.padding)
+                    cols = self._columns(unfold, n0, m, cols_buffer)
                 for gi in range(g):
-                    xp.matmul(cols[gi], gm[gi].T, out=dw_part[gi])
-                if dw_part is not dw_t:
-                    dw_t += dw_part
+                    if self.per_image:
+                        for i in range(m):
+                            xp.matmul(cols[gi, :, i], images[i][gi].T, out=dw_part[gi])
+                            dw_t[gi] += dw_part[gi]
+                    else:
+                        xp.matmul(cols[gi].reshape(rows, m * length), gm[gi].T, out=dw_part[gi])
+                        dw_t[gi] += dw_part[gi]
             if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
-                dcols = dcols_buffer[: c * kh * kw * m * length].reshape(g, k, m * length)
+                dcols = dcols_buffer[: c * kh * kw * m * length].reshape(g, kg, m, length)
                 for gi in range(g):
-                    xp.matmul(wmat[gi].T, gm[gi], out=dcols[gi])
+                    if self.per_image:
+                        for i in range(m):
+                            xp.matmul(w_t[gi], images[i][gi], out=dcols[gi, :, i])
+                    else:
+                        xp.matmul(w_t[gi], gm[gi], out=dcols[gi].reshape(kg, m * length))
                 dcols = dcols.reshape(c, kh, kw, m, oh, ow)
-                col2im(dcols, (m, *x.shape[1:]), kh, kw, self.stride, self.padding, out=dx[n0 : n0 + m])
-        dw = xp.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(w.shape) if need_w else None
+                col2im(dcols, (m, *x_shape[1:]), kh, kw, self.stride, self.padding, out=dx[n0 : n0 + m])
+        dw = db = None
+        if need_w:
+            dw = xp.ascontiguousarray(dw_t[:, :kg].transpose(0, 2, 1)).reshape(w.shape)
+        if need_b:  # from the row of ones when dW was computed, else summed directly
+            db = xp.ascontiguousarray(dw_t[:, kg]).reshape(o) if need_w else grad.sum(axis=(0, 2))
         if last > 0:  # cols_buffer now holds another chunk: a second backward (retain_graph) unfolds again
             self.cols = None
 

@@ -9,6 +9,7 @@ Both versions are exported too, so they can be compared.
 
 from ._numba import NumbaUnavailable, force_generic, numba_available
 from .im2col import (
+    ChunkedIm2col,
     col2im,
     col2im_generic,
     col2im_numba,
@@ -39,6 +40,7 @@ from .sgd import sgd_momentum_step, sgd_momentum_step_generic, sgd_momentum_step
 
 __all__ = [
     "ARGMAX_DTYPE",
+    "ChunkedIm2col",
     "NumbaUnavailable",
     "col2im",
     "col2im_generic",

@@ -190,20 +190,21 @@ def split_phases_kernel(x, xs, pw):  # pragma: no cover (compiled)
 
 
 @_jit
-def im2col_kernel(xs, cols, sh, ph, oh_lo, oh_hi):  # pragma: no cover (compiled)
-    """xs (N, C, SW, H, Q) from split_phases_kernel -> cols (C, KH, KW, N, OH, OW); writes every element.
+def im2col_kernel(xs, cols, n0, c0, sh, ph, oh_lo, oh_hi):  # pragma: no cover (compiled)
+    """xs (N, C, SW, H, Q) from split_phases_kernel -> cols (C', KH, KW, N', OH, OW); writes every element.
 
-    cols[c, i, j, n, oh] is the run xs[n, c, j % SW, oh*SH + i - ph, j // SW :][:OW], or zeros where that
-    input row lies in the vertical padding (oh outside oh_lo[i] .. oh_hi[i]).
+    cols[c, i, j, n, oh] is the run xs[n0 + n, c0 + c, j % SW, oh*SH + i - ph, j // SW :][:OW], or zeros
+    where that input row lies in the vertical padding (oh outside oh_lo[i] .. oh_hi[i]). The block of
+    images n0.. and channels c0.. that cols has room for is unfolded.
     """
-    n_img, n_ch, n_phase, _, _ = xs.shape
-    _, kh, kw, _, _, n_ow = cols.shape
+    n_phase = xs.shape[2]
+    n_ch, kh, kw, n_img, _, n_ow = cols.shape
     for task in prange(n_ch * kh * n_img):  # task (c, i, n) writes cols[c, i, :, n]: tasks never share memory
         c, i, n = task // (kh * n_img), task // n_img % kh, task % n_img
         lo, hi = oh_lo[i], oh_hi[i]
         for j in range(kw):
             q0 = j // n_phase
-            phase, block = xs[n, c, j % n_phase], cols[c, i, j, n]
+            phase, block = xs[n0 + n, c0 + c, j % n_phase], cols[c, i, j, n]
             block[:lo, :] = 0
             for oh in range(lo, hi):
                 block[oh, :] = phase[oh * sh + i - ph, q0 : q0 + n_ow]
@@ -211,18 +212,18 @@ def im2col_kernel(xs, cols, sh, ph, oh_lo, oh_hi):  # pragma: no cover (compiled
 
 
 @_jit
-def im2col_shift_kernel(x, cols, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
-    """im2col_kernel for stride 1 when OW == W (a "same" convolution: conv2-conv5 of AlexNet).
+def im2col_shift_kernel(x, cols, n0, c0, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+    """im2col_kernel for stride 1 when OW == W (a "same" convolution: conv2-conv5 of AlexNet), reading x itself.
 
-    Then cols[c, i, j, n] read as one flat run of OH*OW values is the flat image plane x[n, c] shifted by
-    (i - ph) * W + (j - pw): one long copy that vectorises, instead of OH short rows. The copied values
+    Then cols[c, i, j, n] read as one flat run of OH*OW values is the flat image plane x[n0 + n, c0 + c]
+    shifted by (i - ph) * W + (j - pw): one long copy, instead of OH short rows. The copied values
     that belong to the padding (the first or last columns of a row, which the shift wrapped around
     from the neighbouring row) are overwritten with zeros afterwards.
     """
-    n_img, n_ch, height, width = x.shape
-    _, kh, kw, _, n_oh, n_ow = cols.shape
+    height, width = x.shape[2:]
+    n_ch, kh, kw, n_img, n_oh, n_ow = cols.shape
     plane = n_oh * n_ow
-    x_flat = x.reshape(n_img, n_ch, height * width)
+    x_flat = x.reshape(x.shape[0], x.shape[1], height * width)
     cols_flat = cols.reshape(n_ch, kh, kw, n_img, plane)
     for task in prange(n_ch * kh):  # task (c, i) writes the contiguous block cols[c, i]
         c, i = task // kh, task % kh
@@ -231,7 +232,7 @@ def im2col_shift_kernel(x, cols, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma:
             a, b = ow_lo[j], ow_hi[j]
             shift = (i - ph) * width + (j - pw)
             for n in range(n_img):
-                dst, src = cols_flat[c, i, j, n], x_flat[n, c]
+                dst, src = cols_flat[c, i, j, n], x_flat[n0 + n, c0 + c]
                 if r1 <= r0 or b <= a:  # this offset only ever sees padding
                     dst[:] = 0
                     continue

@@ -16,7 +16,7 @@ padding are dropped. The convolution's backward pass uses it to turn d(cols) int
 Each function comes in two versions with the same results:
 - `*_numba`: compiled CPU loops (NumPy float32/float64 only), parallel over image planes, channels or rows.
   im2col first splits each padded input row into its stride phases (every SW-th value), so that every row
-  of cols is a contiguous run of one phase, copied with vector loads instead of a gather of every SW-th
+  of cols is a contiguous run of one phase, copied as one slice instead of a gather of every SW-th
   value (1.6x faster for AlexNet's conv1, stride 4). Stride 1 with OW == W (a "same" convolution) has its
   own kernels: there, one (c, i, j, n) block of cols is the flat image plane shifted by a constant, so it
   moves as one long vectorised run instead of OH short rows (1.5-2x faster for AlexNet's conv2-conv5);
@@ -24,6 +24,9 @@ Each function comes in two versions with the same results:
   im2col copies a strided view of all the windows at once (one array operation); col2im loops over the
   KH*KW kernel offsets, each step adding one strided slice (a view cannot add overlapping windows up).
 `im2col` and `col2im` pick the Numba version for NumPy float arrays when Numba is usable, else the generic one.
+
+`ChunkedIm2col` is im2col for a caller that unfolds one input block by block (images n0.., channels c0..),
+as the convolution does: both versions run through it, and it prepares the input (phases, padding) once.
 """
 
 from __future__ import annotations
@@ -141,12 +144,7 @@ def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPa
     One copy of the strided window view: on a GPU a single kernel however large the kernel (AlexNet's conv1
     used to launch 121 slice copies).
     """
-    xp = get_array_module(x)
-    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
-    n, c = x.shape[:2]
-    cols = _output_buffer(xp, out, (c, kh, kw, n, oh, ow), x.dtype, zero=False)
-    cols[...] = window_view(padded(x, ph, pw), kh, kw, sh, sw, oh, ow)
-    return cols
+    return ChunkedIm2col(x, kh, kw, stride, padding, use_numba=False)(out=out)
 
 
 def col2im_generic(
@@ -188,23 +186,7 @@ def im2col_numba(
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
-    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, stride, padding)
-    _numba.check_dtype(x)
-    n, c, height, width = x.shape
-    x = np.ascontiguousarray(x)
-    cols = _output_buffer(np, out, (c, kh, kw, n, oh, ow), x.dtype, zero=False)
-    oh_lo, oh_hi = _numba.valid_range(oh, height, kh, sh, ph)
-    if sh == sw == 1 and ow == width:  # rows line up: each (c, i, j, n) block is one shifted copy
-        ow_lo, ow_hi = _numba.valid_range(ow, width, kw, sw, pw)
-        _numba.run(_numba.im2col_shift_kernel, x, cols, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi)
-        return cols
-    if sw == 1 and pw == 0:  # one phase and no side padding: the split would be a plain copy of x
-        phases = x.reshape(n, c, 1, height, width)
-    else:
-        phases = np.empty((n, c, sw, height, -(-(width + 2 * pw) // sw)), dtype=x.dtype)
-        _numba.run(_numba.split_phases_kernel, x, phases, pw)
-    _numba.run(_numba.im2col_kernel, phases, cols, sh, ph, oh_lo, oh_hi)
-    return cols
+    return ChunkedIm2col(x, kh, kw, stride, padding, use_numba=True)(out=out)
 
 
 def col2im_numba(
@@ -234,6 +216,87 @@ def col2im_numba(
     else:
         _numba.run(_numba.col2im_kernel, cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi)
     return dx
+
+
+# ----------------------------------------------------------------------------- unfolding a batch in blocks
+
+
+class ChunkedIm2col:
+    """im2col of one input x (N, C, H, W), a block of images and channels at a time, as often as needed.
+
+        unfold = ChunkedIm2col(x, kh, kw, stride, padding)
+        unfold(n0, m, c0, c1, out=cols)   # == im2col(x[n0:n0 + m, c0:c1], kh, kw, stride, padding, out=cols)
+
+    A convolution on the CPU unfolds its batch a few images at a time, in the forward pass and again in the
+    backward pass, and one group of channels at a time. The work that does not depend on the block is done
+    once, here: the Numba version splits the rows into stride phases (`split_phases_kernel`: a third of
+    conv1's im2col time when it was redone for every block), the generic one pads x. Either keeps one
+    array the size of x (none when the Numba version reads x itself: stride 1 with OW == W).
+
+    `use_numba`: None picks as `im2col` does (Numba for NumPy float32/float64 when usable, falling back to
+    the generic version for good if it breaks); True or False asks for one (True raises NumbaUnavailable).
+    """
+
+    def __init__(
+        self, x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, use_numba: bool | None = None
+    ) -> None:
+        self.sh, self.sw, self.ph, self.pw, self.oh, self.ow = _geometry(x.shape, kh, kw, stride, padding)
+        self.x, self.kh, self.kw = x, kh, kw
+        self.fallback = use_numba is None
+        self.numba = _numba.use_numba_for(x) if use_numba is None else use_numba
+        self.source: Any = None  # what the kernels read: x, its stride phases or padded x
+        if self.numba:
+            _numba.check_dtype(x)
+            try:
+                self._prepare_numba()
+            except _numba.NumbaUnavailable:
+                if not self.fallback:
+                    raise
+                self.numba = False
+
+    def _prepare_numba(self) -> None:
+        x = np.ascontiguousarray(self.x)
+        n, c, height, width = x.shape
+        self.oh_lo, self.oh_hi = _numba.valid_range(self.oh, height, self.kh, self.sh, self.ph)
+        self.shifted = self.sh == self.sw == 1 and self.ow == width  # rows line up: one shifted copy per block
+        if self.shifted:
+            self.ow_lo, self.ow_hi = _numba.valid_range(self.ow, width, self.kw, self.sw, self.pw)
+            self.source = x
+        elif self.sw == 1 and self.pw == 0:  # one phase and no side padding: the split would be a plain copy
+            self.source = x.reshape(n, c, 1, height, width)
+        else:
+            phases = np.empty((n, c, self.sw, height, -(-(width + 2 * self.pw) // self.sw)), dtype=x.dtype)
+            _numba.run(_numba.split_phases_kernel, x, phases, self.pw)
+            self.source = phases
+
+    def __call__(self, n0: int = 0, m: int | None = None, c0: int = 0, c1: int | None = None, out: Any = None) -> Any:
+        """Columns (C1 - C0, KH, KW, M, OH, OW) of images n0 .. n0+m-1 and channels c0 .. c1-1 (default: all)."""
+        n, c = self.x.shape[:2]
+        m = n - n0 if m is None else m
+        c1 = c if c1 is None else c1
+        if not (0 <= n0 and m >= 1 and n0 + m <= n and 0 <= c0 < c1 <= c):
+            raise ValueError(f"no block of images {n0}..{n0 + m - 1} and channels {c0}..{c1 - 1} in x {self.x.shape}")
+        shape = (c1 - c0, self.kh, self.kw, m, self.oh, self.ow)
+        if self.numba:
+            cols = _output_buffer(np, out, shape, self.x.dtype, zero=False)
+            try:
+                if self.shifted:
+                    geometry = (self.ph, self.pw, self.oh_lo, self.oh_hi, self.ow_lo, self.ow_hi)
+                    _numba.run(_numba.im2col_shift_kernel, self.source, cols, n0, c0, *geometry)
+                else:
+                    geometry = (self.sh, self.ph, self.oh_lo, self.oh_hi)
+                    _numba.run(_numba.im2col_kernel, self.source, cols, n0, c0, *geometry)
+                return cols
+            except _numba.NumbaUnavailable:
+                if not self.fallback:
+                    raise
+                self.numba, self.source = False, None  # already warned once; the generic version from now on
+        xp = get_array_module(self.x)
+        if self.source is None:
+            self.source = padded(self.x, self.ph, self.pw)
+        cols = _output_buffer(xp, out, shape, self.x.dtype, zero=False)
+        cols[...] = window_view(self.source[n0 : n0 + m, c0:c1], self.kh, self.kw, self.sh, self.sw, self.oh, self.ow)
+        return cols
 
 
 # ----------------------------------------------------------------------------- dispatch
