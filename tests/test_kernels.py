@@ -284,9 +284,24 @@ def test_chunked_im2col_unfolds_any_block_of_images_and_channels(xp, case, dtype
 
 def test_chunked_im2col_refuses_a_block_outside_x(xp):
     unfold = K.ChunkedIm2col(xp.asarray(np.ones((2, 4, 5, 5), np.float32)), 3, 3)
-    for n0, m, c0, c1 in [(1, 2, 0, 4), (0, 0, 0, 4), (-1, 1, 0, 4), (0, 2, 2, 2), (0, 2, 0, 5)]:
+    for n0, m, c0, c1 in [(1, 2, 0, 4), (0, -1, 0, 4), (-1, 1, 0, 4), (0, 2, 3, 2), (0, 2, 0, 5)]:
         with pytest.raises(ValueError, match=r"no block of images .* in x \(2, 4, 5, 5\)"):
             unfold(n0, m, c0, c1)
+    assert unfold(1, 0, 2, 2).shape == (0, 3, 3, 0, 3, 3)  # an empty block is empty, as a slice would be
+
+
+@needs_numba
+def test_chunked_im2col_refuses_non_integer_offsets_without_breaking_numba():
+    unfold = K.ChunkedIm2col(np.ones((2, 4, 9, 9), np.float32), 3, 3, 2)
+    with pytest.raises(TypeError, match="must be integers"):
+        unfold(np.float64(1), 1)
+    assert K.numba_available() and unfold.numba
+    np.testing.assert_array_equal(unfold(np.int64(1), 1), K.im2col_generic(np.ones((1, 4, 9, 9), np.float32), 3, 3, 2))
+
+
+def test_im2col_takes_an_empty_batch(xp):
+    x = xp.asarray(np.ones((0, 3, 9, 9), np.float32))
+    assert K.im2col(x, 3, 3, 2).shape == (3, 3, 3, 0, 4, 4)
 
 
 @needs_numba

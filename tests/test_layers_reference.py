@@ -199,6 +199,19 @@ def test_conv2d_layer_uses_its_parameters(device):
     assert layer.weight.shape == (6, 2, 3, 2)
 
 
+@pytest.mark.parametrize("stride, padding", [(4, 0), (1, 1)])
+def test_conv2d_takes_an_empty_batch(device, stride, padding):
+    """An empty batch gives an empty output, an empty input gradient and zero weight and bias gradients."""
+    x = leaf(np.zeros((0, 3, 9, 9)), device, np.float32)
+    w, b = leaf(host((4, 3, 3, 3), 1), device, np.float32), leaf(host(4, 2), device, np.float32)
+    y = F.conv2d(x, w, b, stride=stride, padding=padding)
+    assert y.shape == (0, 4, *(((9 + 2 * padding - 3) // stride + 1),) * 2)
+    y.backward(mg.tensor(np.zeros(y.shape, np.float32), device=device))
+    assert x.grad.shape == x.shape
+    np.testing.assert_array_equal(to_host(w.grad.data), np.zeros(w.shape, np.float32))
+    np.testing.assert_array_equal(to_host(b.grad.data), np.zeros(4, np.float32))
+
+
 def test_conv2d_errors_name_the_shapes():
     x = mg.tensor(np.zeros((1, 4, 5, 5), np.float32))
     with pytest.raises(ValueError, match=r"groups=3 must divide both input channels \(4\)"):

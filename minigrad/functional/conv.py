@@ -66,7 +66,7 @@ GPU_COLS_BYTES: int | None = None  # None: no limit
 def _images_per_chunk(x: Array, bytes_per_image: int) -> int:
     limit = GPU_COLS_BYTES if is_gpu_array(x) else CPU_COLS_BYTES
     n = x.shape[0]
-    return n if limit is None else max(1, min(n, limit // bytes_per_image))
+    return max(1, n) if limit is None else max(1, min(n, limit // bytes_per_image))  # at least 1: range() steps
 
 
 # On the CPU, a layer whose output planes have at least this many pixels (OH*OW) multiplies image by image:
@@ -108,6 +108,7 @@ class Conv2d(Function):
         out = xp.empty((n, o, length), dtype=x.dtype)
         cols_buffer = xp.empty(g * rows * step * length, dtype=x.dtype)
         y_buffer = None if self.per_image else xp.empty(o * step * length, dtype=x.dtype)
+        cols = None  # stays None for an empty batch
         for n0 in range(0, n, step):
             m = min(step, n - n0)
             cols = self._columns(unfold, n0, m, cols_buffer)

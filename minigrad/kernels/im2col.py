@@ -31,6 +31,7 @@ as the convolution does: both versions run through it, and it prepares the input
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -230,8 +231,10 @@ class ChunkedIm2col:
     A convolution on the CPU unfolds its batch a few images at a time, in the forward pass and again in the
     backward pass, and one group of channels at a time. The work that does not depend on the block is done
     once, here: the Numba version splits the rows into stride phases (`split_phases_kernel`: a third of
-    conv1's im2col time when it was redone for every block), the generic one pads x. Either keeps one
-    array the size of x (none when the Numba version reads x itself: stride 1 with OW == W).
+    conv1's im2col time when it was redone for every block), the generic one pads x. Either keeps that
+    array while the object lives: about x's size for conv1, more for small padded planes (the padding and
+    the ragged last phase: up to 2-3x x for 4x4-6x6 planes), nothing when the Numba version reads x
+    itself (stride 1 with OW == W, or stride 1 without side padding) or the generic one needs no padding.
 
     `use_numba`: None picks as `im2col` does (Numba for NumPy float32/float64 when usable, falling back to
     the generic version for good if it breaks); True or False asks for one (True raises NumbaUnavailable).
@@ -274,7 +277,11 @@ class ChunkedIm2col:
         n, c = self.x.shape[:2]
         m = n - n0 if m is None else m
         c1 = c if c1 is None else c1
-        if not (0 <= n0 and m >= 1 and n0 + m <= n and 0 <= c0 < c1 <= c):
+        try:  # before any kernel sees them: a float offset would fail to compile, which switches Numba off for good
+            n0, m, c0, c1 = (operator.index(v) for v in (n0, m, c0, c1))
+        except TypeError:
+            raise TypeError(f"the block's n0, m, c0, c1 must be integers, got {(n0, m, c0, c1)!r}") from None
+        if not (0 <= n0 and m >= 0 and n0 + m <= n and 0 <= c0 <= c1 <= c):
             raise ValueError(f"no block of images {n0}..{n0 + m - 1} and channels {c0}..{c1 - 1} in x {self.x.shape}")
         shape = (c1 - c0, self.kh, self.kw, m, self.oh, self.ow)
         if self.numba:
