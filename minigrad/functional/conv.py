@@ -127,15 +127,14 @@ class Conv2d(Function):
         needs_w = bool(self.inputs) and self.inputs[1].requires_grad
         self.cols, self.cols_buffer = (cols, cols_buffer) if needs_w else (None, None)
         self.unfold = unfold if needs_w and step < n else None
-        self.x_shape, self.w, self.wmat, self.step = x.shape, w, wmat, step
-        self.x = x
+        self.x, self.w, self.wmat, self.step = x, w, wmat, step
         return out.reshape(n, o, oh, ow)
 
     def backward(self, grad: Array) -> tuple[Array | None, ...]:
         xp = get_array_module(grad)
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.inputs) == 3 and self.needs_input_grad[2]
-        x_shape, w, step = self.x_shape, self.w, self.step
+        x_shape, w, step = self.x.shape, self.w, self.step
         n, c = x_shape[:2]
         o, _, kh, kw = w.shape
         g, kg, rows = self.groups, self.group_rows, self.rows
@@ -174,11 +173,11 @@ class Conv2d(Function):
                     cols = self._columns(unfold, n0, m, cols_buffer)
                 for gi in range(g):
                     if self.per_image:
-                        for i in range(m):
-                            xp.matmul(cols[gi, :, i], images[i][gi].T, out=dw_part[gi])
-                            dw_t[gi] += dw_part[gi]
+                        pairs = [(cols[gi, :, i], images[i][gi]) for i in range(m)]
                     else:
-                        xp.matmul(cols[gi].reshape(rows, m * length), gm[gi].T, out=dw_part[gi])
+                        pairs = [(cols[gi].reshape(rows, m * length), gm[gi])]
+                    for cols_block, grad_block in pairs:
+                        xp.matmul(cols_block, grad_block.T, out=dw_part[gi])
                         dw_t[gi] += dw_part[gi]
             if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
                 dcols = dcols_buffer[: c * kh * kw * m * length].reshape(g, kg, m, length)
