@@ -4,10 +4,12 @@ No autograd here: the ops in `minigrad.functional` call these.
 
 Every public kernel dispatches: NumPy float32/float64 input goes to a compiled Numba loop when Numba is
 usable, anything else (CuPy arrays, float16, no Numba) to an `xp`-generic version that runs on any backend.
-Both versions are exported too, so they can be compared.
+Both versions are exported too, so they can be compared. `split_over_cores` runs independent CPU matrix
+products side by side, one core each (conv2d does, image by image, for large output planes).
 """
 
 from ._numba import NumbaUnavailable, force_generic, numba_available
+from .cpu_threads import cpu_gemm_threads, split_over_cores
 from .im2col import (
     ChunkedIm2col,
     col2im,
@@ -45,6 +47,7 @@ __all__ = [
     "col2im",
     "col2im_generic",
     "col2im_numba",
+    "cpu_gemm_threads",
     "force_generic",
     "im2col",
     "im2col_generic",
@@ -66,5 +69,6 @@ __all__ = [
     "sgd_momentum_step",
     "sgd_momentum_step_generic",
     "sgd_momentum_step_numba",
+    "split_over_cores",
     "window_view",
 ]
