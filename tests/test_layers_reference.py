@@ -108,14 +108,29 @@ CONV_CASES = {
 }
 
 
-@pytest.fixture(params=["whole batch", "1 image", "2 images", "2 images, per-image products", "whole batch, per-image"])
+@pytest.fixture(
+    params=[
+        "whole batch",
+        "1 image",
+        "2 images",
+        "2 images, per-image products",
+        "whole batch, per-image",
+        "1 image, per-image on 3 cores",
+        "whole batch, per-image on 1 core",
+    ]
+)
 def conv_chunk(request, monkeypatch):
-    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns), and
-    whether the CPU multiplies image by image (the default only for output planes of 2,048 pixels or more)."""
+    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns),
+    whether the CPU multiplies image by image (the default only for output planes of 2,048 pixels or more)
+    and on how many cores it spreads the images (the BLAS's thread count unless set here; rounds the
+    chunk up to 3 images with 3 cores, so a batch of 5 has a chunk on 3 threads and one of 2 on one)."""
     conv_module = importlib.import_module("minigrad.functional.conv")
     images = {"whole": None, "1": 1, "2": 2}[request.param.split()[0]]
     if "per-image" in request.param:
         monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
+    if " on " in request.param:
+        cores = int(request.param.split(" on ")[1].split()[0])
+        monkeypatch.setattr(conv_module, "cpu_gemm_threads", lambda: cores)
 
     def images_per_chunk(x, bytes_per_image):
         return x.shape[0] if images is None else min(images, x.shape[0])

@@ -17,7 +17,8 @@ On the GPU the chunk is the whole batch. On the CPU it is as many images as fit 
 the columns stay in the cache between im2col and the GEMMs instead of going to memory and back.
 The output and its gradient are transposed between (n, O, L) and (O, n, L), except where one image's
 output plane alone makes a large GEMM (CPU_PER_IMAGE_MIN_PIXELS: AlexNet's conv1): there each image's
-products read and write the NCHW arrays in place.
+products read and write the NCHW arrays in place, and each core takes whole images with a one-thread BLAS
+(`split_over_cores`) instead of every product being split across the cores.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from minigrad.backend import get_array_module, is_gpu_array
 from minigrad.kernels import ChunkedIm2col, col2im, im2col, max_pool2d_backward, max_pool2d_forward
+from minigrad.kernels.cpu_threads import cpu_gemm_threads, split_over_cores
 from minigrad.tensor import Array, Function, Tensor
 
 IntPair = int | tuple[int, int]
@@ -73,7 +75,9 @@ def _images_per_chunk(x: Array, bytes_per_image: int) -> int:
 # each image's product is then a large GEMM by itself, and it reads and writes the NCHW arrays directly,
 # without the two transposes of the chunk's output and gradient. AlexNet's conv1 (55x55 = 3,025 pixels),
 # fwd+bwd at batch 32 on 2 cores: 93.6 -> 89.5 ms. Smaller planes lose: conv2 (27x27) 254 -> 261 ms,
-# conv3 (13x13) 129 -> 165 ms, so they keep the chunk's products.
+# conv3 (13x13) 129 -> 165 ms, so they keep the chunk's products. Each core takes whole images (a chunk is a
+# multiple of the core count): one-thread products side by side beat each product split over the cores
+# (conv1's backward 58.8 -> 53.7 ms, forward 49.7 -> 48.5, medians on 2 cores; see cpu_threads.py).
 CPU_PER_IMAGE_MIN_PIXELS = 2048
 
 
@@ -101,6 +105,9 @@ class Conv2d(Function):
         self.kernel_size, self.output_hw, self.group_rows, self.rows = (kh, kw), (oh, ow), kg, rows
         step = _images_per_chunk(x, g * rows * length * x.dtype.itemsize)
         self.per_image = not is_gpu_array(x) and length >= CPU_PER_IMAGE_MIN_PIXELS
+        self.cores = cpu_gemm_threads() if self.per_image else 1
+        if self.per_image and n:  # whole images per core (split_over_cores): chunks of a multiple of the cores
+            step = min(n, max(self.cores, step // self.cores * self.cores))
         wmat = w.reshape(g, og, kg)
         if b is not None:  # the bias is the last column of each group's weight matrix
             wmat = xp.concatenate([wmat, b.reshape(g, og, 1)], axis=2)
@@ -113,10 +120,14 @@ class Conv2d(Function):
             m = min(step, n - n0)
             cols = self._columns(unfold, n0, m, cols_buffer)
             if self.per_image:
-                for i in range(m):
-                    y = out[n0 + i].reshape(g, og, length)
-                    for gi in range(g):
-                        xp.matmul(wmat[gi], cols[gi, :, i], out=y[gi])
+
+                def forward_images(lo: int, hi: int, n0: int = n0, cols: Array = cols) -> None:
+                    for i in range(lo, hi):
+                        y = out[n0 + i].reshape(g, og, length)
+                        for gi in range(g):
+                            xp.matmul(wmat[gi], cols[gi, :, i], out=y[gi])
+
+                split_over_cores(m, forward_images, self.cores)
             else:
                 y = y_buffer[: o * m * length].reshape(g, og, m * length)
                 for gi in range(g):
@@ -148,7 +159,7 @@ class Conv2d(Function):
         # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS. Its last row,
         # from the row of ones, is db.
         dw_t = xp.zeros((g, rows, og), dtype=grad.dtype) if need_w else None
-        dw_part = xp.empty_like(dw_t) if need_w else None
+        dw_part = xp.empty_like(dw_t) if need_w and not self.per_image else None
         dx = xp.empty(x_shape, dtype=grad.dtype) if need_x else None
         dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=grad.dtype) if need_x else None
         gm_buffer = None if self.per_image else xp.empty(o * step * length, dtype=grad.dtype)
@@ -171,21 +182,35 @@ class Conv2d(Function):
                     if unfold is None:  # w did not need a gradient in the forward pass, which kept nothing
                         unfold = ChunkedIm2col(self.x, kh, kw, self.stride, self.padding)
                     cols = self._columns(unfold, n0, m, cols_buffer)
-                for gi in range(g):
-                    if self.per_image:
-                        pairs = [(cols[gi, :, i], images[i][gi]) for i in range(m)]
-                    else:
-                        pairs = [(cols[gi].reshape(rows, m * length), gm[gi])]
-                    for cols_block, grad_block in pairs:
-                        xp.matmul(cols_block, grad_block.T, out=dw_part[gi])
+                if self.per_image:
+
+                    def dw_of_images(lo: int, hi: int, cols: Array = cols, images: list = images) -> Array:
+                        dw_images = xp.zeros((g, rows, og), dtype=grad.dtype)
+                        product = xp.empty((rows, og), dtype=grad.dtype)
+                        for i in range(lo, hi):
+                            for gi in range(g):
+                                xp.matmul(cols[gi, :, i], images[i][gi].T, out=product)
+                                dw_images[gi] += product
+                        return dw_images
+
+                    for dw_images in split_over_cores(m, dw_of_images, self.cores):
+                        dw_t += dw_images
+                else:
+                    for gi in range(g):
+                        xp.matmul(cols[gi].reshape(rows, m * length), gm[gi].T, out=dw_part[gi])
                         dw_t[gi] += dw_part[gi]
             if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
                 dcols = dcols_buffer[: c * kh * kw * m * length].reshape(g, kg, m, length)
-                for gi in range(g):
-                    if self.per_image:
-                        for i in range(m):
-                            xp.matmul(w_t[gi], images[i][gi], out=dcols[gi, :, i])
-                    else:
+                if self.per_image:
+
+                    def dcols_of_images(lo: int, hi: int, dcols: Array = dcols, images: list = images) -> None:
+                        for i in range(lo, hi):
+                            for gi in range(g):
+                                xp.matmul(w_t[gi], images[i][gi], out=dcols[gi, :, i])
+
+                    split_over_cores(m, dcols_of_images, self.cores)
+                else:
+                    for gi in range(g):
                         xp.matmul(w_t[gi], gm[gi], out=dcols[gi].reshape(kg, m * length))
                 dcols = dcols.reshape(c, kh, kw, m, oh, ow)
                 col2im(dcols, (m, *x_shape[1:]), kh, kw, self.stride, self.padding, out=dx[n0 : n0 + m])
