@@ -416,11 +416,22 @@ def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Calla
     `gemm_role(out)` names a product by the array it writes: 'Y' (forward), 'dW' or 'dX' (backward).
     """
     xp = device.xp
-    saved = {"ChunkedIm2col": conv_ops.ChunkedIm2col, "col2im": conv_ops.col2im}
+    saved = {
+        "ChunkedIm2col": conv_ops.ChunkedIm2col,
+        "col2im": conv_ops.col2im,
+        "split_over_cores": conv_ops.split_over_cores,
+    }
     matmul = xp.matmul
+    # Products that split_over_cores runs on several threads at once are timed as the whole split's wall
+    # time (their own times would add up to CPU time): inside a split, a product only says what it is.
+    split_roles: set[str] | None = None
 
     def timed(fn: Callable[..., Any], key: str | None) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if split_roles is not None:
+                out = fn(*args, **kwargs)
+                split_roles.add(key or gemm_role(out))
+                return out
             synchronize(device)
             start = time.perf_counter()
             out = fn(*args, **kwargs)
@@ -429,6 +440,17 @@ def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Calla
             return out
 
         return wrapper
+
+    def timed_split(*args: Any, **kwargs: Any) -> Any:
+        nonlocal split_roles
+        split_roles = set()
+        start = time.perf_counter()
+        try:
+            return saved["split_over_cores"](*args, **kwargs)
+        finally:
+            roles, split_roles = split_roles, None
+            for role in roles:  # one: the conv op splits one kind of product at a time
+                totals[role] += time.perf_counter() - start
 
     class TimedIm2col(saved["ChunkedIm2col"]):  # the conv op unfolds through this class: time its setup and calls
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -439,11 +461,13 @@ def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Calla
 
     conv_ops.ChunkedIm2col = TimedIm2col
     conv_ops.col2im = timed(saved["col2im"], "col2im")
+    conv_ops.split_over_cores = timed_split
     xp.matmul = timed(matmul, None)  # conv.py calls xp.matmul(..., out=...): only the conv GEMMs are caught
     try:
         yield
     finally:
         conv_ops.ChunkedIm2col, conv_ops.col2im = saved["ChunkedIm2col"], saved["col2im"]
+        conv_ops.split_over_cores = saved["split_over_cores"]
         xp.matmul = matmul
 
 
