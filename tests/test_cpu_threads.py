@@ -3,6 +3,8 @@
 import os
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -67,20 +69,48 @@ def test_the_blas_runs_one_thread_inside_the_parts_and_is_restored_after():
     assert blas_thread_counts() == before
 
 
-@needs_blas_control
-@pytest.mark.parametrize("failing_part", [0, 1])
-def test_a_failing_part_raises_after_all_parts_ended_and_the_blas_is_restored(failing_part):
+@pytest.mark.parametrize("workers, failing_part", [(2, 0), (2, 1), (3, 0), (3, 1)])
+def test_a_failing_part_raises_after_all_parts_ended_and_the_blas_is_restored(workers, failing_part):
     before, finished = blas_thread_counts(), []
+    parts = _parts(6, workers)
 
     def body(lo: int, hi: int) -> None:
-        if lo == _parts(4, 2)[failing_part][0]:
+        if lo == parts[failing_part][0]:
             raise ValueError(f"part {failing_part} failed")
+        if lo == parts[-1][0]:
+            time.sleep(0.2)  # the last part is still writing when the failing one has failed
         finished.append(lo)
 
     with pytest.raises(ValueError, match=f"part {failing_part} failed"):
-        split_over_cores(4, body, workers=2)
-    assert len(finished) == 1  # the other part ran to its end before the error came out
+        split_over_cores(6, body, workers)
+    assert len(finished) == workers - 1  # every other part ran to its end before the error came out
     assert blas_thread_counts() == before and cpu_threads._active == 0
+
+
+def test_a_split_inside_a_part_runs_inline_instead_of_waiting_for_the_busy_pool():
+    outcome = []
+
+    def outer(lo: int, hi: int) -> list:
+        assert cpu_threads.in_split_section()
+        return split_over_cores(4, lambda a, b: (a, b, threading.get_ident()), workers=2)
+
+    thread = threading.Thread(target=lambda: outcome.append(split_over_cores(4, outer, workers=2)))
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "a nested split deadlocked"
+    (results,) = outcome
+    assert [[part[:2] for part in inner] for inner in results] == [[(0, 4)], [(0, 4)]]
+    assert not cpu_threads.in_split_section() and cpu_threads._active == 0
+
+
+def test_a_pool_that_refuses_work_means_one_call_in_this_thread(monkeypatch):
+    before, refusing = blas_thread_counts(), ThreadPoolExecutor(1)
+    refusing.shutdown()  # as every pool is while the interpreter exits
+    monkeypatch.setattr(cpu_threads, "_pool", refusing)
+    monkeypatch.setattr(cpu_threads, "_pool_size", 8)
+    calls = []
+    assert split_over_cores(4, lambda lo, hi: calls.append((lo, hi)) or len(calls), workers=2) == [1]
+    assert calls == [(0, 4)] and blas_thread_counts() == before and cpu_threads._active == 0
 
 
 @needs_blas_control
@@ -127,6 +157,22 @@ def test_without_a_controllable_blas_there_is_one_worker_and_explicit_splits_sti
 def test_cpu_gemm_threads_is_the_blas_thread_count():
     counts = blas_thread_counts()
     assert cpu_gemm_threads() == (min(counts) if counts else 1)
+
+
+@needs_blas_control
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork (Linux)")
+def test_a_child_forked_during_a_section_gets_the_blas_threads_back():
+    before = blas_thread_counts()
+
+    def body(lo: int, hi: int) -> int:
+        if lo > 0:
+            return 0
+        pid = os.fork()  # in the calling thread's part, while the BLAS runs one thread
+        if pid == 0:
+            os._exit(0 if blas_thread_counts() == before and cpu_gemm_threads() == min(before) else 1)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    assert split_over_cores(2, body, workers=2)[0] == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork (Linux)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from conftest import to_host
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import backend, nn
+from minigrad.kernels.cpu_threads import in_split_section
 
 TOL = {
     np.float32: {"rtol": 1e-5, "atol": 1e-5},
@@ -163,6 +165,34 @@ def test_conv2d_matches_the_loops(case, device, dtype, conv_chunk):
     assert_matches(w.grad, dw_ref, dtype)
     if with_bias:
         assert_matches(b.grad, db_ref, dtype)
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_conv2d_image_parts_share_no_buffer_even_in_lockstep(monkeypatch, cores):
+    """The image-by-image products run on `cores` threads; here each thread waits for the others after every
+    product, so two parts that wrote one buffer would overwrite each other's product before using it, and
+    a part that did another part's image too would be left waiting (the barrier breaks after 10 s)."""
+    conv_module = importlib.import_module("minigrad.functional.conv")
+    monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "cpu_gemm_threads", lambda: cores)
+    in_step, matmul = threading.Barrier(cores), np.matmul
+
+    def matmul_in_lockstep(*args, **kwargs):
+        out = matmul(*args, **kwargs)
+        if in_split_section():
+            in_step.wait(timeout=10)
+        return out
+
+    monkeypatch.setattr(np, "matmul", matmul_in_lockstep)
+    n = 2 * cores  # two images per thread: every part does the same number of products
+    x_host, w_host, b_host = host((n, 4, 6, 5), 10), host((6, 2, 3, 3), 11), host(6, 12)
+    upstream = host((n, 6, 3, 5), 13)
+    want = conv2d_loops(x_host, w_host, b_host, (2, 1), (1, 1), 2, upstream)
+    x, w, b = (leaf(a, "cpu", np.float64) for a in (x_host, w_host, b_host))
+    y = F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=2)
+    y.backward(mg.tensor(upstream))
+    for got, expected in zip((y, x.grad, w.grad, b.grad), want):
+        assert_matches(got, expected, np.float64)
 
 
 @pytest.mark.parametrize("needs", ["x", "w", "x and w"])

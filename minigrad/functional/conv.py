@@ -107,7 +107,7 @@ class Conv2d(Function):
         self.per_image = not is_gpu_array(x) and length >= CPU_PER_IMAGE_MIN_PIXELS
         self.cores = cpu_gemm_threads() if self.per_image else 1
         if self.per_image and n:  # whole images per core (split_over_cores): chunks of a multiple of the cores
-            step = min(n, max(self.cores, step // self.cores * self.cores))
+            step = min(n, -(-step // self.cores) * self.cores)  # rounded up: fewer sections (~0.1 ms each)
         wmat = w.reshape(g, og, kg)
         if b is not None:  # the bias is the last column of each group's weight matrix
             wmat = xp.concatenate([wmat, b.reshape(g, og, 1)], axis=2)
@@ -154,6 +154,7 @@ class Conv2d(Function):
         length = oh * ow
         w_t = self.wmat[:, :, :kg].transpose(0, 2, 1)  # (G, K/G, O/G), without the bias column
         grad = xp.ascontiguousarray(grad).reshape(n, o, length)
+        cores = min(self.cores, cpu_gemm_threads())  # fewer if the BLAS threads were lowered since the forward
 
         # dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long n*L axis is then the inner one
         # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS. Its last row,
@@ -193,7 +194,7 @@ class Conv2d(Function):
                                 dw_images[gi] += product
                         return dw_images
 
-                    for dw_images in split_over_cores(m, dw_of_images, self.cores):
+                    for dw_images in split_over_cores(m, dw_of_images, cores):
                         dw_t += dw_images
                 else:
                     for gi in range(g):
@@ -208,7 +209,7 @@ class Conv2d(Function):
                             for gi in range(g):
                                 xp.matmul(w_t[gi], images[i][gi], out=dcols[gi, :, i])
 
-                    split_over_cores(m, dcols_of_images, self.cores)
+                    split_over_cores(m, dcols_of_images, cores)
                 else:
                     for gi in range(g):
                         xp.matmul(w_t[gi], gm[gi], out=dcols[gi].reshape(kg, m * length))
