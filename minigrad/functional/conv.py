@@ -77,7 +77,7 @@ def _images_per_chunk(x: Array, bytes_per_image: int) -> int:
 # fwd+bwd at batch 32 on 2 cores: 93.6 -> 89.5 ms. Smaller planes lose: conv2 (27x27) 254 -> 261 ms,
 # conv3 (13x13) 129 -> 165 ms, so they keep the chunk's products. Each core takes whole images (a chunk is a
 # multiple of the core count): one-thread products side by side beat each product split over the cores
-# (conv1's backward 58.8 -> 53.7 ms, forward 49.7 -> 48.5, medians on 2 cores; see cpu_threads.py).
+# (conv1 in benchmarks/layers.py: 90.5 -> 82 ms with chunks of 4 images, was 3; see cpu_threads.py).
 CPU_PER_IMAGE_MIN_PIXELS = 2048
 
 
