@@ -154,7 +154,8 @@ class Conv2d(Function):
         length = oh * ow
         w_t = self.wmat[:, :, :kg].transpose(0, 2, 1)  # (G, K/G, O/G), without the bias column
         grad = xp.ascontiguousarray(grad).reshape(n, o, length)
-        cores = min(self.cores, cpu_gemm_threads())  # fewer if the BLAS threads were lowered since the forward
+        # fewer cores if the BLAS threads were lowered since the forward pass
+        cores = min(self.cores, cpu_gemm_threads()) if self.per_image else 1
 
         # dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long n*L axis is then the inner one
         # of the first operand, which ran 10-20% faster than dY_g @ cols_g^T on OpenBLAS. Its last row,
