@@ -274,6 +274,13 @@ class ReLU(Module):
         return F.relu(x)
 
 
+class Tanh(Module):
+    """The saturating activation the paper compares ReLU against (its Fig. 1)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.tanh(x)
+
+
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W)."""
 

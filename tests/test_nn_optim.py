@@ -520,3 +520,8 @@ def test_a_tiny_mlp_learns_a_separable_problem(device):
     with mg.no_grad():
         predicted = to_host(model(x).data).argmax(axis=1)
     assert (predicted == labels).mean() == 1.0
+
+
+def test_tanh_module_is_elementwise_tanh():
+    x = mg.tensor([[-2.0, 0.0, 0.5]])
+    np.testing.assert_allclose(nn.Tanh()(x).numpy(), np.tanh(x.numpy()), rtol=1e-6)
