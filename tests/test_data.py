@@ -1,4 +1,4 @@
-"""Tests for alexnet/data.py: IDX files, Fashion-MNIST, batching, transforms, image folders."""
+"""Tests for alexnet/data/: IDX files, Fashion-MNIST, batching, transforms, image folders."""
 
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def test_resolution_order(tmp_path, monkeypatch, no_env):
     env_dir = write_fake_fashion(tmp_path / "env", 20, 10)
     arg_dir = write_fake_fashion(tmp_path / "arg", 30, 10, gz=False)  # un-gzipped files work too
     system_dir = write_fake_fashion(tmp_path / "system", 40, 10)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", system_dir)
+    monkeypatch.setattr(data.fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", system_dir)
 
     # 3. the system directory, when nothing else is set
     ds = load_fashion_mnist()
@@ -189,7 +189,7 @@ def test_resolution_order(tmp_path, monkeypatch, no_env):
     assert len(ds.train) == 30 and str(arg_dir) in ds.source
     # 4. with none of them, the bundled subset
     monkeypatch.delenv(FASHION_MNIST_ENV)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(data.fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "nowhere")
     assert load_fashion_mnist().source.startswith("bundled subset")
 
 

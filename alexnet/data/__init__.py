@@ -1,0 +1,97 @@
+"""The data side of AlexNet, on the host (NumPy + Pillow only), one job per module.
+
+Everything here works on NumPy arrays in main memory; the training loop moves each finished batch to the
+device, so the pipeline runs the same whether the model trains on the CPU or a GPU, and it never needs
+`minigrad`. Conventions: images are channel-first, `(C, H, W)`, a batch `(B, C, H, W)`; stored images are
+uint8 in 0..255, converted to float32 in an explicit step (`to_unit_float`, then `normalize`); every random
+choice takes an explicit `numpy.random.Generator`; labels are int64 class indices.
+
+Modules, in the order a reader meets them:
+
+- `idx`: IDX files, the format of MNIST and Fashion-MNIST.
+- `fashion_mnist`: the full Fashion-MNIST when installed, else the subset bundled in this folder.
+- `transforms`: uint8 -> float32, the paper's crops, flips and PCA lighting, 10-crop.
+- `batching`: one epoch of mini-batches (`iterate_batches`, `DataLoader`).
+- `image_folder`: ImageNet's folder layout, read with the paper's resize and centre crop.
+- `synthetic`: generated ImageNet-style folders for tests, benchmarks and trying the pipeline.
+
+May import: NumPy, Pillow, the standard library. Never minigrad.
+"""
+
+from alexnet.data.batching import (
+    DataLoader,
+    iterate_batches,
+)
+from alexnet.data.fashion_mnist import (
+    BUNDLED_SUBSET,
+    CLASS_NAMES,
+    FASHION_MNIST_ENV,
+    FASHION_MNIST_FILES,
+    SYSTEM_FASHION_MNIST_DIR,
+    Dataset,
+    Split,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    load_fashion_mnist_subset,
+)
+from alexnet.data.idx import (
+    IDX_DTYPES,
+    read_idx,
+    write_idx,
+)
+from alexnet.data.image_folder import (
+    IMAGE_EXTENSIONS,
+    ImageFolder,
+    load_image,
+)
+from alexnet.data.synthetic import (
+    make_fake_imagefolder,
+)
+from alexnet.data.transforms import (
+    Transform,
+    center_crop,
+    channel_mean_std,
+    eval_transform,
+    normalize,
+    pca_lighting,
+    random_crop,
+    random_horizontal_flip,
+    rgb_pca,
+    ten_crop,
+    to_unit_float,
+    train_transform,
+)
+
+__all__ = [
+    "BUNDLED_SUBSET",
+    "CLASS_NAMES",
+    "FASHION_MNIST_ENV",
+    "FASHION_MNIST_FILES",
+    "IDX_DTYPES",
+    "IMAGE_EXTENSIONS",
+    "SYSTEM_FASHION_MNIST_DIR",
+    "DataLoader",
+    "Dataset",
+    "ImageFolder",
+    "Split",
+    "Transform",
+    "center_crop",
+    "channel_mean_std",
+    "eval_transform",
+    "find_fashion_mnist",
+    "iterate_batches",
+    "load_fashion_mnist",
+    "load_fashion_mnist_subset",
+    "load_image",
+    "make_fake_imagefolder",
+    "normalize",
+    "pca_lighting",
+    "random_crop",
+    "random_horizontal_flip",
+    "read_idx",
+    "rgb_pca",
+    "ten_crop",
+    "to_unit_float",
+    "train_transform",
+    "write_idx",
+]
