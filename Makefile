@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint gradcheck clean
+.PHONY: demo test lint gradcheck lessons clean
 
 demo: $(VENV)/.installed
 	$(BIN)/alexnet train
@@ -15,6 +15,9 @@ test: $(VENV)/.installed
 
 gradcheck: $(VENV)/.installed
 	$(BIN)/minigrad gradcheck
+
+lessons: $(VENV)/.installed
+	$(BIN)/python scripts/build_lessons.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
