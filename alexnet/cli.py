@@ -16,7 +16,7 @@ import numpy as np
 
 from alexnet import data, plots
 from alexnet.checkpoint import CheckpointError
-from alexnet.model import CONFIGS, AlexNet, build_model, format_summary
+from alexnet.model import ACTIVATIONS, CONFIGS, AlexNet, build_model, format_summary
 from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, read_metrics, train
 from minigrad import Tensor, backend, keep_freed_memory, no_grad
 
@@ -143,6 +143,7 @@ def _train(args: argparse.Namespace) -> int:
         overlap=False if args.no_overlap else None,
         width=args.width,
         init=args.init,
+        activation=args.activation,
         progress=not args.no_progress,
     )
     try:
@@ -252,6 +253,7 @@ def _model_from_args(args: argparse.Namespace) -> AlexNet:
         overlap=False if args.no_overlap else None,
         width=args.width,
         num_classes=args.num_classes,
+        activation=args.activation,
     )
 
 
@@ -313,6 +315,12 @@ def _add_model_switches(p: argparse.ArgumentParser, default_model: str = "alexne
         "--no-overlap", action="store_true", help="ablation: 2x2 stride-2 pooling instead of overlapping 3x3 stride 2"
     )
     p.add_argument("--width", type=float, default=None, help="multiply every layer's width (channels, fc units)")
+    p.add_argument(
+        "--activation",
+        default=None,
+        choices=sorted(ACTIVATIONS),
+        help="the unit after every conv and hidden fc layer (default: relu, the paper's; tanh: its Fig. 1 comparison)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

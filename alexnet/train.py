@@ -68,6 +68,7 @@ class TrainConfig:
     overlap: bool | None = None
     width: float | None = None
     init: str | None = None
+    activation: str | None = None  # None: the model's own (ReLU, as in the paper); "tanh" for the Fig. 1 comparison
     progress: bool = True
 
     def check_counts(self) -> None:
@@ -396,7 +397,13 @@ def train(
         restore_model(model, split_prefix(arrays, "model"), run_dir)
     else:
         model = build_model(
-            cfg.model, lrn=cfg.lrn, groups=cfg.groups, overlap=cfg.overlap, width=cfg.width, init=cfg.init
+            cfg.model,
+            lrn=cfg.lrn,
+            groups=cfg.groups,
+            overlap=cfg.overlap,
+            width=cfg.width,
+            init=cfg.init,
+            activation=cfg.activation,
         )
     mc = model.config
     prepared = prepare_data(cfg, mc.in_channels, mc.image_size)
@@ -413,6 +420,7 @@ def train(
             overlap=cfg.overlap,
             width=cfg.width,
             init=cfg.init,
+            activation=cfg.activation,
             num_classes=len(prepared.class_names),
         )
         mc = model.config

@@ -194,3 +194,25 @@ def test_the_model_gradcheck_command_passes(capsys):
     assert code == 0, out
     assert "features.0.weight" in out and "PASS: alexnet-tiny" in out
     assert np.all(["FAIL" not in line for line in out.splitlines()])
+
+
+@pytest.mark.parametrize("command", ["summary", "gradcheck"])
+def test_the_activation_flag_builds_a_tanh_model(command, capsys):
+    args = [command, "--model", "alexnet-tiny", "--width", "0.25", "--activation", "tanh"]
+    if command == "gradcheck":
+        args += ["--max-elements", "8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert ("tanh " in out) if command == "summary" else ("PASS: alexnet-tiny" in out)
+
+
+def test_train_passes_the_activation_to_the_run(monkeypatch, capsys):
+    seen = {}
+
+    def fake_train(cfg, resume=None):
+        seen["activation"] = cfg.activation
+        return SimpleNamespace(run_dir="run", stopped_early=True)
+
+    monkeypatch.setattr("alexnet.cli.train", fake_train)
+    assert main(["train", "--activation", "tanh"]) == 130
+    assert seen == {"activation": "tanh"}

@@ -114,3 +114,45 @@ def test_fc7_features_for_nearest_neighbours_are_fc7_after_its_relu():
     assert feats.shape == (3, model.config.fc_width)
     assert (before_relu < 0).any()  # so the comparison below can tell before from after the ReLU
     np.testing.assert_allclose(feats, np.maximum(before_relu, 0), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("activation", "unit"), [("relu", nn.ReLU), ("tanh", nn.Tanh)])
+def test_the_activation_switch_puts_one_unit_after_every_conv_and_hidden_fc(activation, unit):
+    model = build_model("alexnet-tiny", width=0.25, activation=activation)
+    units = [m for m in [*model.features, *model.classifier] if isinstance(m, (nn.ReLU, nn.Tanh))]
+    assert len(units) == 5 + 2 and all(type(m) is unit for m in units)
+    assert model.config.activation == activation
+    rows = [r.name for r in summarize(model)]
+    assert rows.count(activation) == 7
+
+
+def test_tanh_outputs_stay_within_minus_one_and_one():
+    mg.manual_seed(0)
+    model = build_model("alexnet-tiny", width=0.25, activation="tanh").eval()
+    x = mg.tensor(np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32) * 10)
+    with mg.no_grad():
+        feats = model.extract_features(x).numpy()
+    assert feats.min() >= -1.0 and feats.max() <= 1.0 and (feats < 0).any()  # not a ReLU: negative values too
+
+
+def test_the_alexnet_constructor_takes_the_activation_and_records_it():
+    from alexnet.model import TINY, AlexNet
+
+    model = AlexNet(TINY.with_options(width=0.25), activation="tanh")
+    assert model.config.activation == "tanh" and isinstance(model.features[1], nn.Tanh)
+    assert AlexNet(TINY.with_options(width=0.25)).config.activation == "relu"  # the paper's by default
+
+
+def test_the_activation_survives_a_saved_config_and_old_configs_mean_relu():
+    import dataclasses
+
+    model = build_model("alexnet-tiny", width=0.25, activation="tanh")
+    saved = dataclasses.asdict(model.config)
+    assert isinstance(model_from_config(saved).features[1], nn.Tanh)
+    del saved["activation"]  # a checkpoint written before the switch existed
+    assert isinstance(model_from_config(saved).features[1], nn.ReLU)
+
+
+def test_an_unknown_activation_is_named():
+    with pytest.raises(ValueError, match=r"activation must be one of \['relu', 'tanh'\], got 'sigmoid'"):
+        build_model("alexnet-tiny", activation="sigmoid")

@@ -412,3 +412,16 @@ def test_a_colour_model_trains_on_an_image_folder(tmp_path):
     assert result.data.eigvals is not None and result.data.eigvals.shape == (3,)
     assert result.test is not None and result.test.count == 9
     assert 0.0 <= result.test.top1_error <= 1.0 and result.test.top5_error == 0.0  # only 3 classes
+
+
+def test_a_tanh_run_records_its_activation_and_keeps_it_on_resume_and_load(tmp_path):
+    from minigrad import nn
+
+    run = tmp_path / "tanh"
+    stopped = train(small_config(run, activation="tanh"), after_batch=lambda epoch, batch: batch == 1, log=quiet)
+    assert stopped.stopped_early
+    assert json.loads((run / "config.json").read_text())["activation"] == "tanh"
+    resumed = train(small_config(run, epochs=1), resume=run, log=quiet)  # no activation given: the run's
+    assert isinstance(resumed.model.features[1], nn.Tanh)
+    model, meta = load_model(run)
+    assert meta["model_config"]["activation"] == "tanh" and isinstance(model.features[1], nn.Tanh)
