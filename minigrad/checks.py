@@ -222,6 +222,7 @@ def _layer(name: str, make: Callable[[], nn.Module], x_shape: tuple, train: bool
 _layer("Conv2d", lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (2, 4, 7, 7))
 _layer("Linear", lambda: nn.Linear(5, 3), (4, 5))
 _layer("ReLU", nn.ReLU, (3, 4))
+_layer("Tanh", nn.Tanh, (3, 4))
 _layer("MaxPool2d", lambda: nn.MaxPool2d(3, 2), (1, 2, 7, 7))
 _layer("AvgPool2d", lambda: nn.AvgPool2d(2), (1, 2, 6, 6))
 _layer("AdaptiveAvgPool2d", lambda: nn.AdaptiveAvgPool2d(2), (1, 2, 5, 5))

@@ -1,15 +1,22 @@
-"""Tensor, Function, and the reverse-mode graph walk.
+"""Tensor, Function, and the reverse-mode graph walk: the heart of minigrad, in reading order.
 
-A `Tensor` wraps one array (NumPy or CuPy). Every differentiable operation is a
-`Function` subclass with two methods on raw arrays:
+1. `Tensor` wraps one array (NumPy or CuPy) and remembers the `Function` that computed it.
+2. `Function` is one differentiable operation, with two methods on raw arrays:
 
-    forward(*arrays)  -> array
-    backward(grad)    -> one gradient per input (or None where no gradient is needed)
+       forward(*arrays)  -> array
+       backward(grad)    -> one gradient per input (or None where no gradient is needed)
 
-`Function.apply(*inputs)` runs `forward` and, when gradients are wanted, records
-the function as the output's creator. `Tensor.backward()` then sorts the recorded
-graph topologically (iteratively, so long chains don't hit Python's recursion
-limit) and calls each creator's `backward` once, from the output to the leaves.
+   `Function.apply(*inputs)` runs `forward` and, when gradients are wanted, records the function as the
+   output's creator.
+3. `topological_order` lists the recorded graph so every tensor comes after its inputs (an explicit stack,
+   not recursion, so a chain of 100,000 ops cannot overflow).
+4. `Tensor.backward()` walks that order from the output back to the leaves, calling each creator's
+   `backward` once and adding up the gradients of tensors used more than once.
+
+The arithmetic operators (`+`, `*`, `@`, ...) and methods such as `sum` and `reshape` are ops like any other;
+`minigrad.functional` installs them on Tensor (functional/methods.py), so this file does not import the ops.
+The checks around the algorithm (dtype promotion, gradient shapes and devices, the aliasing guard) live in
+`guards.py`. May import: NumPy, `minigrad.backend`, `minigrad.guards`.
 """
 
 from __future__ import annotations
@@ -20,42 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from minigrad import backend
+from minigrad import backend, guards
 from minigrad.backend import Device
 
 Array = Any  # numpy.ndarray or cupy.ndarray
-
-_grad_enabled = True
-
-
-@contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Inside this block no graph is recorded (evaluation, optimizer steps)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-@contextlib.contextmanager
-def enable_grad() -> Iterator[None]:
-    """Record the graph again inside a `no_grad` block."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
-def _is_float(dtype: Any) -> bool:
-    return np.dtype(dtype).kind == "f"  # (np.issubdtype says the same, several times slower: this runs per op)
 
 
 class Tensor:
@@ -97,11 +72,74 @@ class Tensor:
             data = backend.to_device(data, device)
         self.data: Array = data
         self.grad: Tensor | None = None
-        self._ctx: Function | None = None
+        self._ctx: Function | None = None  # the op that computed this tensor; None for a leaf
         self._freed = False  # True once backward() released the op that made this tensor
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
+
+    # -------------------------------------------------------------- autograd
+    def backward(self, grad: Tensor | Array | None = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into every leaf's `.grad`.
+
+        Args:
+            grad: the upstream gradient, same shape as self. May be omitted for a one-element tensor.
+            retain_graph: keep the graph so backward can run through it again.
+        """
+        grad_data = grad.data if isinstance(grad, Tensor) else grad
+        grads: dict[int, Array] = {id(self): guards.check_initial_grad(self, grad_data)}
+        handed_out = guards.HeldMemory()  # memory someone else holds: the caller's grad, earlier leaves' grads
+        if grad_data is not None:
+            handed_out.add(grad_data)
+
+        for node in reversed(topological_order(self)):  # from the output back to the leaves
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            guards.check_not_freed(node)
+            fn = node._ctx
+            if fn is None:  # a leaf: accumulate into .grad
+                if node.grad is None:
+                    node.grad = Tensor(handed_out.own_copy(g))
+                else:
+                    node.grad = Tensor(node.grad.data + g)
+                continue
+            input_grads = guards.check_input_grads(fn, fn.backward(g))
+            for inp, ig in zip(fn.inputs, input_grads):
+                if ig is None or not inp.requires_grad:
+                    continue
+                previous = grads.get(id(inp))  # an input used twice collects both gradients
+                grads[id(inp)] = ig if previous is None else previous + ig
+            if not retain_graph:
+                node._release_graph()
+
+    def _release_graph(self) -> None:
+        """Drop the op that made this tensor and what it saved (after backward has used it)."""
+        fn, self._ctx, self._freed = self._ctx, None, True
+        fn.inputs = ()
+        fn.release()
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        if flag and not guards.is_float(self.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def creator(self) -> Function | None:
+        """The op that computed this tensor (its `inputs` lead further back); None for a leaf."""
+        return self._ctx
 
     # -------------------------------------------------------------- properties
     @property
@@ -118,7 +156,14 @@ class Tensor:
 
     @property
     def size(self) -> int:
+        """The number of elements (NumPy's meaning; `numel()` says the same)."""
         return int(self.data.size)
+
+    def numel(self) -> int:
+        return self.size
+
+    def dim(self) -> int:
+        return self.ndim
 
     @property
     def device(self) -> Device:
@@ -129,32 +174,7 @@ class Tensor:
         """The array module of the data (numpy or cupy)."""
         return backend.get_array_module(self.data)
 
-    @property
-    def is_leaf(self) -> bool:
-        return self._ctx is None
-
-    @property
-    def creator(self) -> Function | None:
-        """The op that computed this tensor (its `inputs` lead further back); None for a leaf."""
-        return self._ctx
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __repr__(self) -> str:
-        body = np.array2string(backend.to_numpy(self.data), separator=", ", prefix="Tensor(")
-        extra = f", dtype={self.dtype}, device={self.device}"
-        if self.requires_grad:
-            extra += ", requires_grad=True"
-        return f"Tensor({body}{extra})"
-
-    # -------------------------------------------------------------- conversion
-    def requires_grad_(self, flag: bool = True) -> Tensor:
-        if flag and not _is_float(self.dtype):
-            raise TypeError(f"only floating-point tensors can require gradients, this one is {self.dtype}")
-        self.requires_grad = flag
-        return self
-
+    # -------------------------------------------------------------- devices and conversion
     def to(self, device: str | Device) -> Tensor:
         """This tensor on `device` (itself when already there). The copy is a new leaf."""
         device = Device(device)
@@ -170,146 +190,69 @@ class Tensor:
         return backend.to_numpy(self.data)
 
     def item(self) -> float | int | bool:
+        """The one element as a Python number."""
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
         return self.data.item()
 
-    def detach(self) -> Tensor:
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+    def tolist(self) -> Any:
+        """The data as (nested) Python lists of numbers; a number for a 0-d tensor."""
+        return self.numpy().tolist()
 
-    def astype(self, dtype: Any) -> Tensor:
-        from minigrad.functional import cast
+    # -------------------------------------------------------------- Python's protocols
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
 
-        return cast(self, dtype)
+    def __repr__(self) -> str:
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", prefix="Tensor(")
+        extra = f", dtype={self.dtype}, device={self.device}"
+        if self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"Tensor({body}{extra})"
 
-    def zero_grad(self) -> None:
-        self.grad = None
+    def _one_element(self, what: str) -> float | int | bool:
+        if self.size != 1:
+            raise ValueError(
+                f"{what} of a tensor with {self.size} elements is ambiguous (shape {self.shape}); "
+                "use .any() / .all() for truth values, or index one element"
+            )
+        return self.data.item()
 
-    # -------------------------------------------------------------- autograd
-    def backward(self, grad: Tensor | Array | None = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) * grad into every leaf's `.grad`.
+    def __bool__(self) -> bool:
+        """`if x < 0:` works for one element and raises for more, as in NumPy and PyTorch."""
+        return bool(self._one_element("the truth value"))
 
-        Args:
-            grad: the upstream gradient, same shape as self. May be omitted for a one-element tensor.
-            retain_graph: keep the graph so backward can run through it again.
-        """
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no graph was recorded)")
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(
-                    f"backward() without grad works only on a one-element tensor; this one has shape {self.shape}. "
-                    "Pass grad= with the same shape, or reduce it first (e.g. .sum())."
-                )
-            grad_data = self.xp.ones_like(self.data)
-        else:
-            grad_data = grad.data if isinstance(grad, Tensor) else grad
-            if tuple(grad_data.shape) != self.shape:
-                raise ValueError(f"grad has shape {tuple(grad_data.shape)} but the tensor has shape {self.shape}")
-            if backend.device_of(grad_data) != self.device:
-                raise ValueError(f"grad is on {backend.device_of(grad_data)} but the tensor is on {self.device}")
-            if grad_data.dtype != self.dtype:  # np.ones(shape) is float64: every op would then make float64 too
-                raise TypeError(
-                    f"grad has dtype {grad_data.dtype} but the tensor is {self.dtype}; pass grad.astype({self.dtype})"
-                )
+    def __float__(self) -> float:
+        return float(self._one_element("float()"))
 
-        grads: dict[int, Array] = {id(self): grad_data}
-        # Arrays that someone else holds: the caller's `grad`, and what earlier leaves got. An op may pass a
-        # gradient on unchanged or as a view (Add hands the same g to both inputs, reshape a view of it), so
-        # a leaf whose gradient shares memory with one of these gets a copy: changing one leaf's .grad in
-        # place (clipping, scaling) must not change another's, nor the caller's array.
-        held = _HeldMemory()
-        if grad is not None:
-            held.add(grad_data)
-        for node in reversed(_topological_order(self)):
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            fn = node._ctx
-            if node._freed:
-                raise RuntimeError(
-                    "backward() reached a tensor whose graph an earlier backward() already freed; "
-                    "pass retain_graph=True to the first backward() to go through the graph twice"
-                )
-            if fn is None:  # a leaf: accumulate
-                if node.grad is not None:
-                    node.grad = Tensor(node.grad.data + g)
-                    continue
-                if held.shares_memory(g):
-                    g = g.copy()
-                held.add(g)
-                node.grad = Tensor(g)
-                continue
-            input_grads = fn.backward(g)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if len(input_grads) != len(fn.inputs):
-                raise RuntimeError(
-                    f"{type(fn).__name__}.backward returned {len(input_grads)} gradients for {len(fn.inputs)} inputs"
-                )
-            for inp, ig in zip(fn.inputs, input_grads):
-                if ig is None or not inp.requires_grad:
-                    continue
-                if tuple(ig.shape) != inp.shape:
-                    raise RuntimeError(
-                        f"{type(fn).__name__}.backward gave a gradient of shape {tuple(ig.shape)} "
-                        f"for an input of shape {inp.shape}"
-                    )
-                if backend.is_gpu_array(ig) != backend.is_gpu_array(inp.data):
-                    raise RuntimeError(
-                        f"{type(fn).__name__}.backward gave a gradient on {backend.device_of(ig)} "
-                        f"for an input on {inp.device}"
-                    )
-                previous = grads.get(id(inp))
-                grads[id(inp)] = ig if previous is None else previous + ig
-            if not retain_graph:
-                node._ctx = None
-                node._freed = True
-                fn.inputs = ()
-                fn.release()
+    def __int__(self) -> int:
+        return int(self._one_element("int()"))
 
-    # -------------------------------------------------------------- operators (defined in functional)
-    def __add__(self, other: Any) -> Tensor:
-        return _F.add(self, other)
+    def __index__(self) -> int:
+        """Lets a one-element integer tensor be a list index or a range bound."""
+        if self.dtype.kind not in "iub":
+            raise TypeError(f"only integer tensors can be used as an index, this one is {self.dtype}")
+        return int(self._one_element("an index"))
 
-    def __radd__(self, other: Any) -> Tensor:
-        return _F.add(other, self)
+    def __format__(self, spec: str) -> str:
+        """`f"{loss:.3f}"` formats the number of a one-element tensor; an empty spec gives repr for any."""
+        if not spec:
+            return repr(self)
+        return format(self._one_element("formatting"), spec)
 
-    def __sub__(self, other: Any) -> Tensor:
-        return _F.sub(self, other)
+    def __round__(self, ndigits: int | None = None) -> Tensor:
+        """Element-wise rounding to `ndigits` decimals, as PyTorch's round(t, n): a tensor, not in the graph."""
+        return Tensor(self.xp.round(self.data, ndigits or 0))
 
-    def __rsub__(self, other: Any) -> Tensor:
-        return _F.sub(other, self)
+    # Comparisons give boolean tensors with no graph (masks, accuracy), element-wise like NumPy and PyTorch.
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self.data == _raw(other, self))
 
-    def __mul__(self, other: Any) -> Tensor:
-        return _F.mul(self, other)
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self.data != _raw(other, self))
 
-    def __rmul__(self, other: Any) -> Tensor:
-        return _F.mul(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _F.div(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _F.div(other, self)
-
-    def __neg__(self) -> Tensor:
-        return _F.neg(self)
-
-    def __pow__(self, exponent: float) -> Tensor:
-        return _F.pow(self, exponent)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return _F.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _F.matmul(other, self)
-
-    def __getitem__(self, index: Any) -> Tensor:
-        return _F.getitem(self, index)
-
-    # Comparisons give boolean tensors with no graph (useful for masks and accuracy).
     def __lt__(self, other: Any) -> Tensor:
         return Tensor(self.data < _raw(other, self))
 
@@ -322,140 +265,17 @@ class Tensor:
     def __ge__(self, other: Any) -> Tensor:
         return Tensor(self.data >= _raw(other, self))
 
-    # Tensors hash by identity (they are graph nodes), so == is not overloaded.
+    # Tensors stay hashable by identity (they are graph nodes: dicts keyed by tensor, sets of parameters).
     __hash__ = object.__hash__
-
-    # -------------------------------------------------------------- method forms of common ops
-    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return _F.sum(self, axis, keepdims)
-
-    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return _F.mean(self, axis, keepdims)
-
-    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return _F.max(self, axis, keepdims)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _F.reshape(self, shape)
-
-    def transpose(self, *axes: Any) -> Tensor:
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _F.transpose(self, axes or None)
-
-    def permute(self, *axes: int) -> Tensor:
-        return self.transpose(*axes)
-
-    @property
-    def T(self) -> Tensor:
-        return _F.transpose(self, None)
-
-    def flatten(self, start_dim: int = 1) -> Tensor:
-        return _F.flatten(self, start_dim)
-
-    def exp(self) -> Tensor:
-        return _F.exp(self)
-
-    def log(self) -> Tensor:
-        return _F.log(self)
-
-    def sqrt(self) -> Tensor:
-        return _F.sqrt(self)
-
-    def relu(self) -> Tensor:
-        return _F.relu(self)
-
-    def tanh(self) -> Tensor:
-        return _F.tanh(self)
-
-    def sigmoid(self) -> Tensor:
-        return _F.sigmoid(self)
-
-
-class _HeldMemory:
-    """The memory of arrays already handed out as gradients (or given by the caller), for `backward`.
-
-    NumPy arrays are found by the object that owns their memory (the end of the `.base` chain of a view),
-    in a set: constant time per leaf, so a graph with thousands of scalar leaves stays fast. Other arrays
-    (CuPy's; models there have few leaves) are compared with `may_share_memory`.
-    """
-
-    def __init__(self) -> None:
-        self.owners: set[int] = set()
-        self.others: list[Array] = []
-
-    @staticmethod
-    def _owner(array: np.ndarray) -> Any:
-        while isinstance(array, np.ndarray) and array.base is not None:
-            array = array.base
-        return array
-
-    def add(self, array: Array) -> None:
-        if isinstance(array, np.ndarray):
-            self.owners.add(id(self._owner(array)))
-        else:
-            self.others.append(array)
-
-    def shares_memory(self, array: Array) -> bool:
-        if isinstance(array, np.ndarray):
-            return id(self._owner(array)) in self.owners
-        xp = backend.get_array_module(array)
-        return any(xp.may_share_memory(array, other) for other in self.others)
 
 
 def _raw(value: Any, like: Tensor) -> Array:
-    """Raw array for a Tensor or a Python number (on `like`'s device, typed by `_number_dtype`)."""
+    """Raw array for a Tensor or a Python number (on `like`'s device, typed by `guards.number_dtype`)."""
     if isinstance(value, Tensor):
         return value.data
-    if _is_number(value):
-        return like.xp.asarray(value, dtype=_number_dtype(value, like.dtype))
+    if guards.is_number(value):
+        return like.xp.asarray(value, dtype=guards.number_dtype(value, like.dtype))
     return like.xp.asarray(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, bool, np.number, np.bool_))
-
-
-def _number_dtype(number: Any, tensor_dtype: np.dtype, float_dtype: np.dtype | None = None) -> np.dtype:
-    """The dtype a Python (or NumPy) number takes next to a tensor, as in PyTorch: never float64 by surprise.
-
-    A float tensor (or `float_dtype`, the float dtype of the op's other inputs) decides: `x32 * 0.5` stays
-    float32. Next to integer or bool tensors a float number gives the default float dtype (`ints * 0.5` is
-    float32, not the int 0), and an integer number follows NumPy's rules (`int32_tensor + 1` stays int32).
-    """
-    if float_dtype is None and _is_float(tensor_dtype):
-        float_dtype = tensor_dtype
-    if float_dtype is not None:
-        return np.dtype(float_dtype)
-    if isinstance(number, (float, np.floating)):
-        return backend.DEFAULT_DTYPE
-    return np.result_type(tensor_dtype, number)
-
-
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from `root` through recorded ops, each after all of its inputs.
-
-    An explicit stack instead of recursion: a chain of 100,000 ops must not overflow.
-    """
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            for inp in node._ctx.inputs:
-                if inp.requires_grad and id(inp) not in visited:
-                    stack.append((inp, False))
-    return order
 
 
 class Function:
@@ -494,12 +314,7 @@ class Function:
         if record:
             fn.inputs = tensors  # set before forward so forward can read needs_input_grad
         out_data = fn.forward(*(t.data for t in tensors))
-        if backend.is_gpu_array(out_data) != backend.is_gpu_array(tensors[0].data):
-            # e.g. a forward that went through backend.to_numpy: the result would quietly leave the GPU
-            raise RuntimeError(
-                f"{cls.__name__}.forward returned an array on {backend.device_of(out_data)} "
-                f"for inputs on {tensors[0].device}"
-            )
+        guards.check_forward_device(fn, out_data, tensors[0].data)
         out = Tensor(out_data)
         if record:
             out.requires_grad = True
@@ -508,49 +323,63 @@ class Function:
 
 
 def _as_tensors(op_name: str, inputs: Sequence[Any]) -> tuple[Tensor, ...]:
-    """The inputs of an op as tensors on one device, with one float dtype.
+    """The inputs of an op as tensors on one device with one float dtype (see `guards.promote_inputs`)."""
+    is_tensor = [isinstance(x, Tensor) for x in inputs]
+    # Arrays and lists are constants, typed as Tensor(...) types them; numbers wait for the op's dtype.
+    values = [x.data if t else x if guards.is_number(x) else Tensor(x).data for x, t in zip(inputs, is_tensor)]
+    arrays = guards.promote_inputs(op_name, values, is_tensor)
+    return tuple(x if t and x.data is a else Tensor(a) for x, t, a in zip(inputs, is_tensor, arrays))
 
-    Numbers and arrays become constant tensors. Float inputs must share their dtype (float32 next to float64
-    is a mistake worth an error, not a silent float64 result); integer and bool inputs next to a float one,
-    and numbers, are converted to it, so `x32 * int_labels` is float32 as in PyTorch.
+
+def topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from `root` through recorded ops, each after all of its inputs.
+
+    A node is pushed twice: once to visit its inputs, once (marked done) to be emitted after them.
     """
-    tensors = [x for x in inputs if isinstance(x, Tensor)]
-    if not tensors:
-        raise TypeError(f"{op_name} needs at least one Tensor input")
-    like = tensors[0]
-    device = like.device
-    for t in tensors[1:]:
-        if t.device != device:
-            raise ValueError(
-                f"{op_name} got tensors on different devices: {device} and {t.device}. "
-                "Move them to one device with .to(...)."
-            )
-    out: list[Tensor | None] = []
-    for x in inputs:
-        if isinstance(x, Tensor):
-            out.append(x)
-        elif _is_number(x):
-            out.append(None)  # converted below, once the op's float dtype is known
-        else:
-            xdev = backend.device_of(x)
-            if xdev != device:
-                raise ValueError(f"{op_name} got an array on {xdev} and tensors on {device}")
-            out.append(Tensor(x))
-    float_dtypes = {t.dtype for t in out if t is not None and _is_float(t.dtype)}
-    if len(float_dtypes) > 1:
-        names = " and ".join(sorted(map(str, float_dtypes)))
-        raise TypeError(f"{op_name.lower()}: dtypes differ ({names}); convert one with .astype(...)")
-    float_dtype = float_dtypes.pop() if float_dtypes else None
-    if float_dtype is None and any(isinstance(x, (float, np.floating)) for x in inputs if _is_number(x)):
-        float_dtype = backend.DEFAULT_DTYPE  # integer tensors times a float number: the default float dtype
-    result = []
-    for x, t in zip(inputs, out):
-        if t is None:
-            t = Tensor(like.xp.asarray(x, dtype=_number_dtype(x, like.dtype, float_dtype)))
-        elif float_dtype is not None and not _is_float(t.dtype):
-            t = Tensor(t.data.astype(float_dtype))  # a constant: integer tensors never require grad
-        result.append(t)
-    return tuple(result)
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for inp in node._ctx.inputs:
+                if inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    return order
+
+
+# ----------------------------------------------------------------------------- recording on and off
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside this block no graph is recorded (evaluation, optimizer steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Record the graph again inside a `no_grad` block."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
 
 
 # ----------------------------------------------------------------------------- factories
@@ -569,26 +398,35 @@ def tensor(data: Any, dtype: Any = None, device: str | Device = "cpu", requires_
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
-def zeros(shape: Sequence[int], dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """`f((2, 3))` and `f(2, 3)` (PyTorch's style) name the same shape."""
+    if len(shape) == 1 and isinstance(shape[0], Sequence):
+        shape = tuple(shape[0])
+    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
+        raise TypeError(f"a shape is non-negative ints, given as (2, 3) or as 2, 3; got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def zeros(*shape: Any, dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros: `zeros(2, 3)` or `zeros((2, 3))`; float32 unless `dtype` says otherwise."""
     xp = Device(device).xp
-    return Tensor(xp.zeros(tuple(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
+    return Tensor(xp.zeros(_shape(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
 
 
-def ones(shape: Sequence[int], dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+def ones(*shape: Any, dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+    """A tensor of ones: `ones(2, 3)` or `ones((2, 3))`; float32 unless `dtype` says otherwise."""
     xp = Device(device).xp
-    return Tensor(xp.ones(tuple(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
+    return Tensor(xp.ones(_shape(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
 
 
-def randn(shape: Sequence[int], dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
-    """Standard normal samples from the device's seeded generator."""
+def randn(*shape: Any, dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from the device's seeded generator: `randn(2, 3)` or `randn((2, 3))`."""
     gen = backend.rng(device)
-    return Tensor(gen.standard_normal(tuple(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
+    data = gen.standard_normal(_shape(shape), dtype=dtype or backend.DEFAULT_DTYPE)
+    return Tensor(data, requires_grad=requires_grad)
 
 
-def rand(shape: Sequence[int], dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
-    """Uniform [0, 1) samples from the device's seeded generator."""
+def rand(*shape: Any, dtype: Any = None, device: str | Device = "cpu", requires_grad: bool = False) -> Tensor:
+    """Uniform [0, 1) samples from the device's seeded generator: `rand(2, 3)` or `rand((2, 3))`."""
     gen = backend.rng(device)
-    return Tensor(gen.random(tuple(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)
-
-
-from minigrad import functional as _F  # noqa: E402  (functional builds on Tensor and Function)
+    return Tensor(gen.random(_shape(shape), dtype=dtype or backend.DEFAULT_DTYPE), requires_grad=requires_grad)

@@ -230,8 +230,10 @@ def test_reshape_and_flatten(device, dtype):
     ref = as_ref(data, dtype)
     assert_matches(x.reshape(4, -1), ref.reshape(4, -1), dtype)
     assert_matches(x.reshape((6, 4)), ref.reshape(6, 4), dtype)
-    assert_matches(x.flatten(), ref.reshape(2, 12), dtype)
-    assert_matches(F.flatten(x, 0), ref.reshape(24), dtype)
+    assert_matches(x.flatten(1), ref.reshape(2, 12), dtype)
+    assert_matches(x.flatten(), ref.reshape(24), dtype)  # everything by default, as torch.flatten
+    assert_matches(F.flatten(x, 0, 1), ref.reshape(6, 4), dtype)
+    assert_matches(F.flatten(x, -2), ref.reshape(2, 12), dtype)
     x.reshape(4, -1).backward(mg.tensor(np.arange(24.0).reshape(4, 6).astype(dtype), device=device))
     assert_matches(x.grad, np.arange(24.0).reshape(2, 3, 4), dtype)
 

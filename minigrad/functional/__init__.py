@@ -36,6 +36,7 @@ from minigrad.functional.basic import (
 )
 from minigrad.functional.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
 from minigrad.functional.loss import cross_entropy, linear, log_softmax, softmax
+from minigrad.functional.methods import install_tensor_methods
 from minigrad.functional.norm import dropout, local_response_norm
 
 __all__ = [
@@ -78,3 +79,5 @@ __all__ = [
     "transpose",
     "where",
 ]
+
+install_tensor_methods()  # Tensor's operators and methods are these ops (see methods.py)

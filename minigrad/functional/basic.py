@@ -7,6 +7,7 @@ function that users call. Arrays' module comes from the arrays themselves
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -442,9 +443,25 @@ def permute(x: Tensor, axes: Sequence[int]) -> Tensor:
     return transpose(x, axes)
 
 
-def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
-    """Merge axes from `start_dim` on: (N, C, H, W) -> (N, C*H*W) by default."""
-    return reshape(x, (*x.shape[:start_dim], -1))
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge the axes `start_dim..end_dim` (both included) into one, as `torch.flatten`.
+
+    By default everything: (N, C, H, W) -> (N*C*H*W,); `flatten(x, 1)` gives (N, C*H*W). A 0-d x gives (1,).
+    """
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    start, end = (_axis_index(d, x.ndim, name) for d, name in ((start_dim, "start_dim"), (end_dim, "end_dim")))
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
+    merged = math.prod(x.shape[start : end + 1])
+    return reshape(x, (*x.shape[:start], merged, *x.shape[end + 1 :]))
+
+
+def _axis_index(axis: int, ndim: int, name: str) -> int:
+    """A possibly negative axis as an index into a shape of `ndim` axes; an error that names it otherwise."""
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{name}={axis} is out of range for a tensor with {ndim} axes")
+    return axis % ndim
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
