@@ -84,6 +84,69 @@ def _relative_errors(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> 
     return np.where((scale > atol) | np.isnan(err), err / np.maximum(scale, 1e-300), 0.0)
 
 
+def _check_inputs(inputs: Sequence[Any]) -> list[tuple[int, Tensor]]:
+    """The (position, tensor) of every input that requires grad; each must be a float64 leaf."""
+    checked = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
+    for i, x in checked:
+        if x.dtype != np.float64:
+            raise TypeError(
+                f"gradcheck needs float64 inputs (float32 round-off swamps finite differences); "
+                f"input {i} of shape {x.shape} is {x.dtype}. Use x.detach().astype('float64').requires_grad_()."
+            )
+        if not x.is_leaf:
+            raise ValueError(
+                f"gradcheck: input {i} of shape {x.shape} is the result of an op, so its .grad is never filled; "
+                "pass a leaf: x.detach().requires_grad_()"
+            )
+    return checked
+
+
+def _numeric_by_elements(
+    fn: Callable[..., Tensor], inputs: Sequence[Any], x: Tensor, upstream: Any, eps: float
+) -> np.ndarray:
+    """dL/dx by central differences, one entry of x at a time: (L(x + eps e_k) - L(x - eps e_k)) / 2 eps."""
+    flat = x.data.reshape(-1)  # a view: writing into it perturbs the input in place
+    numeric = np.empty(x.size)
+    for k in range(x.size):
+        original = float(flat[k])
+        flat[k] = original + eps
+        plus = _scalar_loss(fn, inputs, upstream)
+        flat[k] = original - eps
+        minus = _scalar_loss(fn, inputs, upstream)
+        flat[k] = original
+        numeric[k] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def _directional(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Any],
+    x: Tensor,
+    upstream: Any,
+    eps: float,
+    analytic: np.ndarray,
+    n_directions: int,
+    gen: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """<grad, d> and its finite-difference twin along `n_directions` random unit directions d."""
+    a, n = np.empty(n_directions), np.empty(n_directions)
+    original = x.data.copy()
+    for k in range(n_directions):
+        d_host = gen.standard_normal(x.shape)
+        d_host /= np.linalg.norm(d_host)
+        d = backend.to_device(d_host, x.device)
+        x.data[...] = original + eps * d
+        plus = _scalar_loss(fn, inputs, upstream)
+        x.data[...] = original - eps * d
+        minus = _scalar_loss(fn, inputs, upstream)
+        n[k] = (plus - minus) / (2 * eps)
+        a[k] = float((analytic * d_host).sum())
+    x.data[...] = original
+    return a, n
+
+
 def gradcheck(
     fn: Callable[..., Tensor],
     *inputs: Any,
@@ -108,65 +171,30 @@ def gradcheck(
     Returns:
         A report with, per checked input, the largest absolute and relative errors and whether it passed.
     """
-    checked = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not checked:
-        raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
-    for i, x in checked:
-        if x.dtype != np.float64:
-            raise TypeError(
-                f"gradcheck needs float64 inputs (float32 round-off swamps finite differences); "
-                f"input {i} of shape {x.shape} is {x.dtype}. Use x.detach().astype('float64').requires_grad_()."
-            )
-        if not x.is_leaf:
-            raise ValueError(
-                f"gradcheck: input {i} of shape {x.shape} is the result of an op, so its .grad is never filled; "
-                "pass a leaf: x.detach().requires_grad_()"
-            )
+    checked = _check_inputs(inputs)
     gen = np.random.default_rng(seed)
     start = time.perf_counter()
     report = GradcheckReport(name=name or getattr(fn, "__name__", "fn"))
 
+    # 1. The analytic gradients, under a random upstream gradient u (L = sum(fn(inputs) * u)).
     for _, x in checked:
         x.grad = None
     out = fn(*inputs)
     if out.dtype != np.float64:
         raise TypeError(f"gradcheck: fn returned {out.dtype} from float64 inputs (a silent dtype change)")
-    upstream_host = gen.standard_normal(out.shape)
-    upstream = backend.to_device(upstream_host, out.device)
+    upstream = backend.to_device(gen.standard_normal(out.shape), out.device)
     out.backward(upstream)
 
+    # 2. Each input against finite differences: every entry when small, random directions when large.
     for i, x in checked:
         analytic = np.zeros(x.shape) if x.grad is None else x.grad.numpy().astype(np.float64)
         x.data = x.xp.ascontiguousarray(x.data)
-        flat = x.data.reshape(-1)  # a view: writing into it perturbs the input in place
         if x.size <= max_elements:
-            numeric = np.empty(x.size)
-            for k in range(x.size):
-                original = float(flat[k])
-                flat[k] = original + eps
-                plus = _scalar_loss(fn, inputs, upstream)
-                flat[k] = original - eps
-                minus = _scalar_loss(fn, inputs, upstream)
-                flat[k] = original
-                numeric[k] = (plus - minus) / (2 * eps)
-            a, n, mode = analytic.reshape(-1), numeric, "elements"
+            a, n, mode = analytic.reshape(-1), _numeric_by_elements(fn, inputs, x, upstream, eps), "elements"
         else:
-            a, n = np.empty(n_directions), np.empty(n_directions)
-            original = x.data.copy()
-            for k in range(n_directions):
-                d_host = gen.standard_normal(x.shape)
-                d_host /= np.linalg.norm(d_host)
-                d = backend.to_device(d_host, x.device)
-                x.data[...] = original + eps * d
-                plus = _scalar_loss(fn, inputs, upstream)
-                x.data[...] = original - eps * d
-                minus = _scalar_loss(fn, inputs, upstream)
-                n[k] = (plus - minus) / (2 * eps)
-                a[k] = float((analytic * d_host).sum())
-            x.data[...] = original
+            a, n = _directional(fn, inputs, x, upstream, eps, analytic, n_directions, gen)
             mode = "directions"
         abs_err = np.abs(a - n)
-        passed = bool(np.all(abs_err <= atol + rtol * np.abs(n)))
         report.inputs.append(
             InputCheck(
                 index=i,
@@ -175,7 +203,7 @@ def gradcheck(
                 checked=len(n),
                 max_abs_error=float(abs_err.max(initial=0.0)),
                 max_rel_error=float(_relative_errors(a, n, atol).max(initial=0.0)),
-                passed=passed,
+                passed=bool(np.all(abs_err <= atol + rtol * np.abs(n))),
             )
         )
     report.seconds = time.perf_counter() - start
