@@ -265,3 +265,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `get_rng_state` returned. The GPU stream restarts from the seed."""
     manual_seed(state["seed"])
     rng("cpu").bit_generator.state = state["cpu"]
+
+
+# ----------------------------------------------------------------------------- NCCL
+
+
+def nccl() -> ModuleType:
+    """CuPy's NCCL bindings (`cupy.cuda.nccl`), which `minigrad.distributed` uses to sum gradients across GPUs.
+
+    Imported on first use. Raises RuntimeError saying why when no GPU is usable or NCCL is missing.
+    """
+    if _gpu_module() is None:
+        raise RuntimeError(f"NCCL needs a usable GPU: {gpu_unavailable_reason()}")
+    try:
+        from cupy.cuda import nccl as module
+    except ImportError as exc:
+        raise RuntimeError(f"CuPy's NCCL bindings cannot be imported ({exc})") from exc
+    if not getattr(module, "available", False):
+        raise RuntimeError(
+            "CuPy finds no NCCL library: install the one for your CUDA (pip install nvidia-nccl-cu13, or "
+            "nvidia-nccl-cu12 for CUDA 12), or see CuPy's installation guide"
+        )
+    return module
