@@ -267,6 +267,137 @@ def set_rng_state(state: dict[str, Any]) -> None:
     rng("cpu").bit_generator.state = state["cpu"]
 
 
+# ----------------------------------------------------------------------------- what the GPU is (selfcheck, benchmarks)
+
+
+def _attempt(function: Any, default: Any = None) -> Any:
+    """function() or `default` when it raises: each fact about the GPU is gathered on its own, so that one
+    the driver cannot tell (or a stand-in lacks) does not hide the others."""
+    try:
+        return function()
+    except Exception:
+        return default
+
+
+def _cuda_version(number: int | None) -> str | None:
+    """CUDA's integer versions (13000, 12040) as text ('13.0', '12.4')."""
+    return None if number is None else f"{number // 1000}.{number % 1000 // 10}"
+
+
+def gpu_info(device: str | Device = "gpu") -> dict[str, Any]:
+    """What the GPU path would run on, for `minigrad selfcheck` and the benchmarks' headers.
+
+    Keys: usable (bool), reason (why not, or None), cupy (version or None), cuda_runtime, cuda_driver
+    (versions as 'major.minor'), name, compute_capability ('9.0'), memory_total and memory_free (bytes).
+    A fact that cannot be read is None. Never raises: with no GPU it says why in `reason`.
+    """
+    module = _gpu_module()
+    cupy = module if module is not None else sys.modules.get("cupy")  # imported even when no device works
+    info: dict[str, Any] = {
+        "usable": module is not None,
+        "reason": gpu_unavailable_reason(),
+        "cupy": getattr(cupy, "__version__", None),
+        "cuda_runtime": None,
+        "cuda_driver": None,
+        "name": None,
+        "compute_capability": None,
+        "memory_total": None,
+        "memory_free": None,
+    }
+    runtime = getattr(getattr(cupy, "cuda", None), "runtime", None)
+    if runtime is not None:
+        info["cuda_runtime"] = _cuda_version(_attempt(runtime.runtimeGetVersion))
+        info["cuda_driver"] = _cuda_version(_attempt(runtime.driverGetVersion))
+    if module is None:
+        return info
+    index = Device(device).index
+    if runtime is not None:
+        name = _attempt(lambda: runtime.getDeviceProperties(index)["name"])
+        info["name"] = name.decode() if isinstance(name, bytes) else name
+    cuda_device = _attempt(lambda: module.cuda.Device(index))
+    capability = getattr(cuda_device, "compute_capability", None)  # '90'
+    if isinstance(capability, str) and len(capability) >= 2:
+        info["compute_capability"] = f"{capability[:-1]}.{capability[-1]}"
+    memory = _attempt(lambda: cuda_device.mem_info)  # (free, total)
+    if memory is not None:
+        info["memory_free"], info["memory_total"] = int(memory[0]), int(memory[1])
+    return info
+
+
+def _memory_pool(device: Device) -> Any:
+    """CuPy's default device memory pool, or None (no GPU, or the tests' stand-in, which has none)."""
+    if device.kind != "gpu" or _gpu_probe is None or _gpu_probe[0] is None or _gpu_override is not None:
+        return None
+    return _attempt(_gpu_probe[0].get_default_memory_pool)
+
+
+def reset_peak_gpu_memory(device: str | Device = "gpu") -> None:
+    """Start measuring `peak_gpu_memory` from here: CuPy's pool gives its unused blocks back to the driver,
+    so it holds only the arrays alive now. No-op on the CPU."""
+    device = Device(device)
+    pool = _memory_pool(device)
+    if pool is not None:
+        synchronize(device)
+        with _cuda_device(_gpu_probe[0], device.index):
+            pool.free_all_blocks()
+
+
+def peak_gpu_memory(device: str | Device = "gpu") -> int | None:
+    """Bytes of device memory CuPy's pool holds: since `reset_peak_gpu_memory` the pool only grows (it keeps
+    freed blocks for reuse), so this is the most it needed at any moment since then, fragmentation included.
+    None on the CPU and with the tests' stand-in."""
+    device = Device(device)
+    pool = _memory_pool(device)
+    if pool is None:
+        return None
+    with _cuda_device(_gpu_probe[0], device.index):
+        return int(pool.total_bytes())
+
+
+# ----------------------------------------------------------------------------- GEMM precision (amp)
+
+
+def _cupy_linalg() -> Any:
+    """CuPy's matmul internals (where its cuBLAS compute type is chosen), or None without real CuPy."""
+    if _gpu_override is not None or _gpu_module() is None:
+        return None
+    import importlib
+
+    return _attempt(lambda: importlib.import_module("cupy._core._routines_linalg"))
+
+
+def gemm_compute_type(dtype: Any = DEFAULT_DTYPE) -> str:
+    """How CuPy's matrix products of `dtype` compute, e.g. 'COMPUTE_TYPE_DEFAULT' or 'COMPUTE_TYPE_TF32';
+    'numpy' when no real CuPy runs them. (CuPy multiplies float16 with cuBLAS's CUBLAS_COMPUTE_32F: fp32
+    accumulation, whatever this says.)"""
+    linalg = _cupy_linalg()
+    if linalg is None:
+        return "numpy"
+    return str(_attempt(lambda: linalg.compute_type_to_str(linalg.get_compute_type(np.dtype(dtype))), "unknown"))
+
+
+def set_tf32(enabled: bool) -> bool:
+    """Let CuPy's float32 matrix products use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation),
+    or stop them. Takes effect from the next product. Returns True when the setting holds.
+
+    CuPy reads the environment variable CUPY_TF32 once, at its first float32 product (the GPU probe already
+    runs one), and keeps the answer; its compute-type setter changes it at any time, so that is used. Where
+    the setter is missing, CUPY_TF32 is set instead, which holds only if no float32 product has run yet: the
+    return value is then False. On the CPU (NumPy has no TF32) this does nothing and returns False.
+    """
+    if _gpu_override is not None or _gpu_module() is None:
+        return False
+    linalg = _cupy_linalg()
+    setter = getattr(linalg, "set_compute_type", None)
+    if setter is not None:
+        mode = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+        return _attempt(lambda: setter(np.dtype(np.float32), mode) or True, False)
+    import os
+
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    return False
+
+
 # ----------------------------------------------------------------------------- NCCL
 
 
