@@ -130,9 +130,9 @@ def interference(repeat: int) -> None:
 
     On as many images as conv2d works on at a time on the CPU (16 MB of columns: 2 of conv2's).
     """
-    from minigrad.functional import conv
+    from minigrad.kernels import conv_cpu
 
-    batch = max(1, conv.CPU_COLS_BYTES // (96 * 25 * 27 * 27 * 4))
+    batch = max(1, conv_cpu.CPU_COLS_BYTES // (96 * 25 * 27 * 27 * 4))
     rng = np.random.default_rng(0)
     k, s, p = 5, 1, 2
     x_shape = (batch, 96, 27, 27)

@@ -53,7 +53,8 @@ import minigrad  # noqa: E402
 # isort: split
 import numpy as np  # noqa: E402
 
-import minigrad.functional.conv as conv_ops  # noqa: E402
+import minigrad.functional.conv as plain_conv  # noqa: E402  (the op: the plain definition, used on the GPU)
+import minigrad.kernels.conv_cpu as conv_ops  # noqa: E402  (the CPU-tuned path the op runs on NumPy)
 from alexnet.model import AlexNet, build_model, summarize  # noqa: E402
 from minigrad import _environment, backend, nn  # noqa: E402  (_environment: the thread variables minigrad set)
 from minigrad.backend import Device  # noqa: E402
@@ -413,6 +414,7 @@ def check_same(torch: ModuleType, case: Case, device: Device, seed: int) -> floa
 def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Callable[[Any], str]) -> Iterator[None]:
     """While open, the conv op's im2col, col2im and matrix products add their time to totals (in place).
 
+    Both of the op's paths are instrumented: the CPU-tuned one (NumPy) and the plain definition (GPU).
     `gemm_role(out)` names a product by the array it writes: 'Y' (forward), 'dW' or 'dX' (backward).
     """
     xp = device.xp
@@ -420,6 +422,8 @@ def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Calla
         "ChunkedIm2col": conv_ops.ChunkedIm2col,
         "col2im": conv_ops.col2im,
         "split_over_cores": conv_ops.split_over_cores,
+        "plain im2col": plain_conv.im2col,
+        "plain col2im": plain_conv.col2im,
     }
     matmul = xp.matmul
     # Products that split_over_cores runs on several threads at once are timed as the whole split's wall
@@ -462,12 +466,15 @@ def conv_piece_timers(device: Device, totals: dict[str, float], gemm_role: Calla
     conv_ops.ChunkedIm2col = TimedIm2col
     conv_ops.col2im = timed(saved["col2im"], "col2im")
     conv_ops.split_over_cores = timed_split
-    xp.matmul = timed(matmul, None)  # conv.py calls xp.matmul(..., out=...): only the conv GEMMs are caught
+    plain_conv.im2col = timed(saved["plain im2col"], "im2col")
+    plain_conv.col2im = timed(saved["plain col2im"], "col2im")
+    xp.matmul = timed(matmul, None)  # both paths call xp.matmul: only the conv GEMMs are caught
     try:
         yield
     finally:
         conv_ops.ChunkedIm2col, conv_ops.col2im = saved["ChunkedIm2col"], saved["col2im"]
         conv_ops.split_over_cores = saved["split_over_cores"]
+        plain_conv.im2col, plain_conv.col2im = saved["plain im2col"], saved["plain col2im"]
         xp.matmul = matmul
 
 
@@ -482,7 +489,7 @@ def print_conv_breakdown(cases: list[Case], device: Device, ceiling: float, runs
     )
     print(
         f"{'layer':<7} {'total':>7} {'im2col':>7} {'Y=W@cols':>15} {'dW=cols@dY.T':>15} {'dcols=W.T@dY':>15} "
-        f"{'col2im':>7} {'rest':>6}  (rest: transposes, allocation, graph; the bias and db are in the GEMMs)"
+        f"{'col2im':>7} {'rest':>6}  (rest: transposes, allocation, graph; on the CPU the bias and db are in the GEMMs)"
     )
     for i, c in convs:
         conv = c.module
@@ -493,10 +500,11 @@ def print_conv_breakdown(cases: list[Case], device: Device, ceiling: float, runs
         gemm_flops = 2 * o_g * k * nl * conv.groups  # each of the three products
 
         def role(out: Any, o_g: int = o_g, k: int = k) -> str:
-            # The op works through the batch in chunks of n images (or image by image): Y is (O/G, n*L),
-            # dW^T (K + 1, O/G) with the bias row (K without a bias), dcols (K, n*L)
-            rows, columns = out.shape
-            if columns == o_g and rows in (k, k + 1):
+            # The CPU path works through the batch in chunks of n images (or image by image): Y is (O/G, n*L),
+            # dW^T (K + 1, O/G) with the bias row (K without a bias), dcols (K, n*L). The plain path (GPU)
+            # stacks the groups: Y (G, O/G, N*L), dW (G, O/G, K), dcols (G, K, N*L).
+            rows, columns = out.shape[-2:]
+            if (columns == o_g and rows in (k, k + 1)) or (out.ndim == 3 and (rows, columns) == (o_g, k)):
                 return "dW"
             return {o_g: "Y", k: "dX"}.get(rows, "gemm")
 

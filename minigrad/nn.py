@@ -17,9 +17,8 @@ import numpy as np
 from minigrad import backend
 from minigrad import functional as F
 from minigrad.backend import Device
+from minigrad.kernels.shapes import IntPair, pair
 from minigrad.tensor import Tensor
-
-IntPair = int | tuple[int, int]
 
 
 class Parameter(Tensor):
@@ -205,10 +204,6 @@ class Sequential(Module):
         return x
 
 
-def _pair(v: IntPair) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _he_normal(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
     """N(0, 2/fan_in): keeps activations' scale through ReLU layers (He et al. 2015)."""
     std = math.sqrt(2.0 / fan_in)
@@ -232,7 +227,8 @@ class Conv2d(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and out={out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.kernel_size, self.stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+        self.padding = pair(padding, "padding")
         self.groups = groups
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw
@@ -293,9 +289,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> None:
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding = _pair(padding)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding")
 
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -316,7 +312,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: IntPair) -> None:
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = pair(output_size, "output_size")
 
     def forward(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(x, self.output_size)

@@ -22,7 +22,7 @@ import pytest
 import strict_cupy  # found because pytest puts this folder (the conftest's, no __init__.py) on sys.path
 
 import minigrad.backend as backend
-from minigrad.kernels import _numba
+from minigrad.kernels import dispatch
 
 BACKEND_IDS = ("numpy", "strict", "cupy")
 _PARAMS = [pytest.param("numpy"), pytest.param("strict"), pytest.param("cupy", marks=pytest.mark.gpu)]
@@ -88,18 +88,20 @@ def spy_on(monkeypatch: pytest.MonkeyPatch, module_name: str, names: list[str]) 
     return calls
 
 
-def break_numba_kernel(monkeypatch: pytest.MonkeyPatch, kernel_name: str) -> None:
-    """Make one Numba kernel fail as a broken JIT would, with Numba otherwise usable and not yet warned about.
+def break_numba_kernel(monkeypatch: pytest.MonkeyPatch, module_name: str, kernel_name: str) -> None:
+    """Make one Numba kernel (of `minigrad.kernels.<module_name>`) fail as a broken JIT would, with Numba
+    otherwise usable and not yet warned about.
 
-    monkeypatch restores the module's state (usable, not yet warned, the real kernel) after the test.
+    monkeypatch restores the switch's state (usable, not yet warned) and the real kernel after the test.
     """
 
     def broken(*args: Any) -> None:
         raise RuntimeError("pretend the JIT failed")
 
-    monkeypatch.setattr(_numba, "_failure", None)
-    monkeypatch.setattr(_numba, "_warned", False)
-    monkeypatch.setattr(_numba, kernel_name, broken)
+    module = importlib.import_module(f"minigrad.kernels.{module_name}")
+    monkeypatch.setattr(dispatch, "_failure", None)
+    monkeypatch.setattr(dispatch, "_warned", False)
+    monkeypatch.setattr(module, kernel_name, broken)
     monkeypatch.delenv("MINIGRAD_DISABLE_NUMBA", raising=False)
 
 

@@ -310,7 +310,7 @@ def test_chunked_im2col_falls_back_to_generic_when_numba_breaks_between_calls(mo
     unfold = K.ChunkedIm2col(x, 3, 3, 2, 1)  # stride 2: the phase kernel
     assert unfold.numba
     np.testing.assert_array_equal(unfold(0, 1), naive_im2col(x[:1], 3, 3, (2, 2), (1, 1)))
-    break_numba_kernel(monkeypatch, "im2col_kernel")
+    break_numba_kernel(monkeypatch, "im2col", "im2col_kernel")
     with pytest.warns(RuntimeWarning, match="Numba is unavailable"):
         cols = unfold(1, 2, 1, 2)
     np.testing.assert_array_equal(cols, naive_im2col(x[1:3, 1:2], 3, 3, (2, 2), (1, 1)))
@@ -534,7 +534,7 @@ def test_numba_versions_refuse_other_dtypes_without_breaking_numba():
 
 @needs_numba
 def test_a_failing_kernel_warns_once_and_falls_back_for_good(monkeypatch):
-    break_numba_kernel(monkeypatch, "im2col_kernel")
+    break_numba_kernel(monkeypatch, "im2col", "im2col_kernel")
     x = np.random.default_rng(5).standard_normal((1, 2, 5, 5))
     with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):
         cols = K.im2col(x, 3, 3, 2, 1)  # stride 2: the general kernel (stride 1 may take the shifted-copy one)

@@ -122,7 +122,7 @@ def test_numba_version_refuses_mismatched_arrays_with_a_clear_error():
 
 @needs_numba
 def test_a_failing_update_kernel_falls_back_with_one_warning(monkeypatch):
-    break_numba_kernel(monkeypatch, "sgd_momentum_kernel")
+    break_numba_kernel(monkeypatch, "sgd", "sgd_momentum_kernel")
     w, grad, velocity = arrays(9, np.float64)
     expected_w, expected_v = naive_sgd_step(w, grad, velocity, MOMENTUM, DECAY, LR)
     with pytest.warns(RuntimeWarning, match="Numba is unavailable.*pretend the JIT failed"):

@@ -11,6 +11,7 @@ float64, and must agree with the reference within the tolerance of their dtype:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import math
@@ -18,11 +19,12 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import to_host
+from conftest import to_host, use_backend
 
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import backend, nn
+from minigrad import kernels as K
 from minigrad.kernels.cpu_threads import in_split_section
 
 TOL = {
@@ -122,11 +124,13 @@ CONV_CASES = {
     ]
 )
 def conv_chunk(request, monkeypatch):
-    """How many images conv2d unfolds at a time, on every backend (the CPU default is 16 MB of columns),
-    whether the CPU multiplies image by image (the default only for output planes of 2,048 pixels or more)
-    and on how many cores it spreads the images (the BLAS's thread count unless set here; rounds the
-    chunk up to 3 images with 3 cores, so a batch of 5 has a chunk on 3 threads and one of 2 on one)."""
-    conv_module = importlib.import_module("minigrad.functional.conv")
+    """How many images the CPU-tuned conv2d (`minigrad.kernels.conv_cpu`, which the op runs on NumPy arrays)
+    unfolds at a time (the default is 16 MB of columns), whether it multiplies image by image (the default
+    only for output planes of 2,048 pixels or more) and on how many cores it spreads the images (the BLAS's
+    thread count unless set here; rounds the chunk up to 3 images with 3 cores, so a batch of 5 has a chunk
+    on 3 threads and one of 2 on one). On the stand-in the op runs the plain definition, which has no such
+    settings; `test_tuned_conv2d_equals_the_plain_definition` runs the tuned one there too."""
+    conv_module = importlib.import_module("minigrad.kernels.conv_cpu")
     images = {"whole": None, "1": 1, "2": 2}[request.param.split()[0]]
     if "per-image" in request.param:
         monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
@@ -172,7 +176,7 @@ def test_conv2d_image_parts_share_no_buffer_even_in_lockstep(monkeypatch, cores)
     """The image-by-image products run on `cores` threads; here each thread waits for the others after every
     product, so two parts that wrote one buffer would overwrite each other's product before using it, and
     a part that did another part's image too would be left waiting (the barrier breaks after 10 s)."""
-    conv_module = importlib.import_module("minigrad.functional.conv")
+    conv_module = importlib.import_module("minigrad.kernels.conv_cpu")
     monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
     monkeypatch.setattr(conv_module, "cpu_gemm_threads", lambda: cores)
     in_step, matmul = threading.Barrier(cores), np.matmul
@@ -226,8 +230,71 @@ def test_conv2d_backward_twice_through_a_retained_graph(device, conv_chunk):
     np.testing.assert_allclose(to_host(w.grad.data), 2 * once_w, rtol=1e-12, atol=1e-12)
 
 
-def test_conv2d_chunk_size_follows_the_byte_budget(monkeypatch):
+def conv2d_loops_shape(x_shape, w_shape, stride, padding):
+    """(N, O, OH, OW) of a convolution, for the upstream gradient."""
+    (sh, sw), (ph, pw) = stride, padding
+    return (x_shape[0], w_shape[0], out_size(x_shape[2], w_shape[2], sh, ph), out_size(x_shape[3], w_shape[3], sw, pw))
+
+
+def conv2d_raw(version, x, w, b, stride, padding, groups, upstream):
+    """y, dx, dw, db (db None without a bias) of one conv2d on raw arrays of any backend.
+
+    version "plain": the op's plain definition (force_generic: also the generic im2col/col2im);
+    "tuned": the CPU-tuned ChunkedConv2d, called directly so that it runs on the stand-in too.
+    """
+    if version == "tuned":
+        conv = K.ChunkedConv2d(stride, padding, groups)
+        y = conv.forward(x, w, b)
+        return (y, *conv.backward(upstream, True, True, b is not None))
+    tensors = [mg.Tensor(a, requires_grad=True) for a in (x, w) + (() if b is None else (b,))]
+    with K.force_generic():
+        y = F.conv2d(*tensors, stride=stride, padding=padding, groups=groups)
+        y.backward(mg.Tensor(upstream))
+    grads = [t.grad.data for t in tensors]
+    return (y.data, *grads, None) if b is None else (y.data, *grads)
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_tuned_conv2d_equals_the_plain_definition(case, xp, dtype, conv_chunk):
+    """The tuned CPU path (chunks, bias row, image by image on several cores) gives the plain definition's
+    y, dx, dw and db up to rounding (its sums run in another order), on NumPy and on the strict stand-in."""
+    x_shape, w_shape, with_bias, stride, padding, groups = CONV_CASES[case]
+    x, w = xp.asarray(host(x_shape, 1).astype(dtype)), xp.asarray(host(w_shape, 2).astype(dtype))
+    b = xp.asarray(host(w_shape[0], 3).astype(dtype)) if with_bias else None
+    upstream = xp.asarray(host(conv2d_loops_shape(x_shape, w_shape, stride, padding), 4).astype(dtype))
+    plain = conv2d_raw("plain", x, w, b, stride, padding, groups, upstream)
+    tuned = conv2d_raw("tuned", x, w, b, stride, padding, groups, upstream)
+    for name, got, want in zip(("y", "dx", "dw", "db"), tuned, plain):
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        np.testing.assert_allclose(to_host(got), to_host(want), **TOL[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("where", ["numpy", "numpy in force_generic", "stand-in"])
+def test_the_op_takes_the_tuned_path_on_numpy_only(where, monkeypatch):
+    """NumPy arrays go to the CPU-tuned path; device arrays, and any array inside force_generic, to the plain one."""
     conv_module = importlib.import_module("minigrad.functional.conv")
+    made = []
+
+    class Spy(K.ChunkedConv2d):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(conv_module, "ChunkedConv2d", Spy)
+    device = "gpu" if where == "stand-in" else "cpu"
+    with use_backend("strict" if where == "stand-in" else "numpy"):
+        x, w = leaf(host((2, 3, 6, 6), 1), device, np.float32), leaf(host((4, 3, 3, 3), 2), device, np.float32)
+        with K.force_generic() if "force_generic" in where else contextlib.nullcontext():
+            F.conv2d(x, w, padding=1).sum().backward()
+    assert len(made) == (1 if where == "numpy" else 0)
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape
+
+
+def test_conv2d_chunk_size_follows_the_byte_budget(monkeypatch):
+    conv_module = importlib.import_module("minigrad.kernels.conv_cpu")
     x = np.zeros((10, 3, 4, 4), np.float32)
     monkeypatch.setattr(conv_module, "CPU_COLS_BYTES", 3000)
     assert conv_module._images_per_chunk(x, 1000) == 3
@@ -265,7 +332,7 @@ def test_conv2d_errors_name_the_shapes():
         F.conv2d(x, mg.tensor(np.zeros((2, 3, 3, 3), np.float32)))
     with pytest.raises(ValueError, match=r"expects x of shape \(N, C, H, W\), got shape \(4, 5, 5\)"):
         F.conv2d(x[0], mg.tensor(np.zeros((2, 4, 3, 3), np.float32)))
-    with pytest.raises(ValueError, match=r"spatial size \(5, 5\) is too small for kernel \(7, 7\)"):
+    with pytest.raises(ValueError, match=r"kernel \(7, 7\) does not fit the input of spatial size \(5, 5\)"):
         F.conv2d(x, mg.tensor(np.zeros((2, 4, 7, 7), np.float32)))
 
 

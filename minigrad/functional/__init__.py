@@ -34,10 +34,11 @@ from minigrad.functional.basic import (
     transpose,
     where,
 )
-from minigrad.functional.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d
+from minigrad.functional.conv import conv2d
 from minigrad.functional.loss import cross_entropy, linear, log_softmax, softmax
 from minigrad.functional.methods import install_tensor_methods
 from minigrad.functional.norm import dropout, local_response_norm
+from minigrad.functional.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
     "adaptive_avg_pool2d",

@@ -10,8 +10,9 @@ from minigrad.tensor import Array, Function, Tensor
 
 
 class LocalResponseNorm(Function):
-    # The raw-array work (window sums, s^-beta, the fused Numba loops and their xp-generic twins) lives in
-    # `minigrad.kernels.lrn`; this class only keeps what the backward pass needs: x and scale.
+    # The raw-array work lives in `minigrad/kernels/lrn.py`: read its xp-generic version first (window sums
+    # through a strided view); the fused Numba loop beside it gives the same result on the CPU. This class
+    # only keeps what the backward pass needs: x and scale (k is inside scale).
     def forward(self, x: Array) -> Array:
         # Window for channel i: [i - size//2, i + (size-1)//2] (symmetric for odd sizes, as in the paper).
         y, scale = lrn_forward(x, self.size, self.alpha_eff, self.beta, self.k)
@@ -22,7 +23,7 @@ class LocalResponseNorm(Function):
         # y_j = x_j * s_j^-b with s_j = k + a * sum_{i in win(j)} x_i^2, so
         # dL/dx_i = g_i s_i^-b - 2ab x_i * sum_{j : i in win(j)} g_j x_j s_j^(-b-1).
         # The set {j : i in win(j)} is the mirrored window (before and after swapped).
-        return lrn_backward(grad, self.x, self.scale, self.size, self.alpha_eff, self.beta, self.k)
+        return lrn_backward(grad, self.x, self.scale, self.size, self.alpha_eff, self.beta)
 
 
 def local_response_norm(

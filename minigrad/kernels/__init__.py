@@ -1,15 +1,24 @@
-"""Convolution, pooling and local response normalisation kernels on raw arrays, and the SGD update.
+"""The fast paths on raw arrays, and their plain xp-generic twins. No autograd here: `minigrad.functional`
+calls these.
 
-No autograd here: the ops in `minigrad.functional` call these.
+One idea per file, each read top-down: the plain version (xp calls only, NumPy or CuPy) first, then the
+compiled Numba loop for NumPy float32/float64 on the CPU beside its wrapper, then the function that picks one.
+- `shapes.py`: window geometry shared by every layer (`pair`, `output_size`, `IntPair`);
+- `dispatch.py`: whether Numba may run (`fastest`, `force_generic`, the compile notice); the only Numba import;
+- `im2col.py`: im2col / col2im, and `ChunkedIm2col`, which unfolds one input block by block;
+- `pooling.py`: max pooling forward (with the winners) and backward;
+- `lrn.py`: local response normalisation forward and backward;
+- `sgd.py`: the SGD-with-momentum update, in place;
+- `cpu_threads.py`: `split_over_cores`, independent matrix products one per core;
+- `conv_cpu.py`: conv2d tuned for the CPU (chunks of images, the bias row, image by image on all cores),
+  equal to the plain `Conv2d` in `minigrad/functional/conv.py`.
 
-Every public kernel dispatches: NumPy float32/float64 input goes to a compiled Numba loop when Numba is
-usable, anything else (CuPy arrays, float16, no Numba) to an `xp`-generic version that runs on any backend.
-Both versions are exported too, so they can be compared. `split_over_cores` runs independent CPU matrix
-products side by side, one core each (conv2d does, image by image, for large output planes).
+May import: NumPy, `minigrad.backend`, and (optionally) Numba and threadpoolctl; never `minigrad.functional`.
 """
 
-from ._numba import NumbaUnavailable, force_generic, numba_available
+from .conv_cpu import ChunkedConv2d
 from .cpu_threads import cpu_gemm_threads, split_over_cores
+from .dispatch import NumbaUnavailable, fastest, force_generic, numba_available, show_compile_notice
 from .im2col import (
     ChunkedIm2col,
     col2im,
@@ -18,7 +27,6 @@ from .im2col import (
     im2col,
     im2col_generic,
     im2col_numba,
-    output_size,
     window_view,
 )
 from .lrn import (
@@ -39,15 +47,19 @@ from .pooling import (
     max_pool2d_forward_numba,
 )
 from .sgd import sgd_momentum_step, sgd_momentum_step_generic, sgd_momentum_step_numba
+from .shapes import IntPair, output_size, pair
 
 __all__ = [
     "ARGMAX_DTYPE",
+    "ChunkedConv2d",
     "ChunkedIm2col",
+    "IntPair",
     "NumbaUnavailable",
     "col2im",
     "col2im_generic",
     "col2im_numba",
     "cpu_gemm_threads",
+    "fastest",
     "force_generic",
     "im2col",
     "im2col_generic",
@@ -66,9 +78,11 @@ __all__ = [
     "max_pool2d_forward_numba",
     "numba_available",
     "output_size",
+    "pair",
     "sgd_momentum_step",
     "sgd_momentum_step_generic",
     "sgd_momentum_step_numba",
+    "show_compile_notice",
     "split_over_cores",
     "window_view",
 ]

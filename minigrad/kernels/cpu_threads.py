@@ -3,14 +3,13 @@
 OpenBLAS splits every product across the cores. That is the right thing for one large product, less so
 for many medium ones with a small output: conv1's weight gradient, image by image, is a
 (365, 3025) @ (3025, 96) product, and two threads splitting its (365, 96) output both pack all of the long
-operands. Giving each core whole images instead, with the BLAS single-threaded meanwhile, made those
-products 1.2x faster on the 2-core test machine (42 -> 34 ms for 32 images; the forward ones 1.04x),
-and conv1's forward + backward 1.1x (90.5 -> 82 ms at batch 32, 54% of the GEMM ceiling instead of 49%).
+operands. Giving each core whole images instead, with the BLAS single-threaded meanwhile, makes each core
+pack only its own images' operands (benchmarks/README.md has the measurements).
 
 `split_over_cores(count, body)` does that for any loop whose iterations are independent. It needs
 threadpoolctl to switch the BLAS to one thread (NumPy's matmul lets go of the GIL while it runs); where
 threadpoolctl cannot see or set the BLAS, or the BLAS already runs one thread, it runs the loop as one
-piece in the calling thread, exactly as before.
+piece in the calling thread.
 """
 
 from __future__ import annotations

@@ -19,14 +19,14 @@ s^(-beta) is recomputed in the backward pass, where it costs two square roots fo
 cheaper than writing a second full-size array in the forward pass and reading it back, and it halves what
 the graph holds between the two passes.
 
-Each function comes in two versions with the same results (up to round-off):
-- `*_numba`: a fused, parallel CPU loop (NumPy float32/float64): one pass over the data computes the window
-  sums (a running sum over the channels: add the entering channel, subtract the leaving one), s, s^beta and
-  y; the backward pass is one fused pass as well. O(N*C*H*W) whatever the window size, no full-size
-  temporaries. The running sums are compensated float64 sums, so they do not drift (see `_numba.py`).
+Each function comes in two versions with the same results (up to round-off); read the generic one first:
 - `*_generic`: xp calls only (NumPy, CuPy): each window sum is read through a strided view of the
   zero-padded channels and added up in one `sum` (size additions per element, one pass over memory, no
   copies), at the price of a few full-size temporaries for the elementwise steps.
+- `*_numba`: a fused, parallel CPU loop (NumPy float32/float64): one pass over the data computes the window
+  sums (a running sum over the channels: add the entering channel, subtract the leaving one), s, s^beta and
+  y; the backward pass is one fused pass as well. O(N*C*H*W) whatever the window size, no full-size
+  temporaries. The running sums are compensated float64 sums, so they do not drift (see the kernels below).
 `lrn_forward` and `lrn_backward` pick the Numba version for NumPy float arrays when Numba is usable.
 
 In the Numba version an inf or NaN in x makes the outputs NaN from the first window that holds it to the last
@@ -41,11 +41,19 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from . import _numba
+from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, prange, run
 
 # Positions per Numba task: a block of every channel row stays in the L1/L2 cache while the channels are walked,
 # and images x blocks give the threads enough tasks even for a batch of one.
 _BLOCK = 1024
+
+# How the kernels raise s to the power beta: pow is slow, square roots are fast (and exact to round-off).
+LRN_BETA_POW, LRN_BETA_075, LRN_BETA_05, LRN_BETA_1 = 0, 1, 2, 3
+
+
+def lrn_beta_mode(beta: float) -> int:
+    """The cheapest exact way to compute s ** beta for this beta (one of the LRN_BETA_* codes)."""
+    return {0.75: LRN_BETA_075, 0.5: LRN_BETA_05, 1.0: LRN_BETA_1}.get(float(beta), LRN_BETA_POW)
 
 
 def _window(size: int) -> tuple[int, int]:
@@ -92,8 +100,8 @@ def _channel_window_sum(padded: Any, c: int, size: int) -> Any:
     without copying anything, and one `sum` over its window axis adds each window's `size` entries: size
     additions per element, but a single pass over memory in one array operation (one GPU kernel), and each
     sum only ever holds its own window's entries, so nothing drifts after a large channel as in a running or
-    cumulative sum. (A cumulative sum over the channels, O(N*C*P), was 2.6x slower on NumPy and is a
-    multi-pass scan on CuPy.)
+    cumulative sum. (A cumulative sum over the channels, O(N*C*P), is slower on NumPy and a multi-pass
+    scan on CuPy: see benchmarks/README.md.)
     """
     xp = get_array_module(padded)
     n, _, p = padded.shape
@@ -105,13 +113,13 @@ def _channel_window_sum(padded: Any, c: int, size: int) -> Any:
 def _power(scale: Any, beta: float) -> Any:
     """scale ** beta; square roots instead of pow where they give the same result (much faster)."""
     xp = get_array_module(scale)
-    mode = _numba.lrn_beta_mode(beta)
-    if mode == _numba.LRN_BETA_075:
+    mode = lrn_beta_mode(beta)
+    if mode == LRN_BETA_075:
         root = xp.sqrt(scale)
         return root * xp.sqrt(root)
-    if mode == _numba.LRN_BETA_05:
+    if mode == LRN_BETA_05:
         return xp.sqrt(scale)
-    if mode == _numba.LRN_BETA_1:
+    if mode == LRN_BETA_1:
         return scale
     return scale ** scale.dtype.type(beta)
 
@@ -131,9 +139,7 @@ def lrn_forward_generic(x: Any, size: int, alpha: float, beta: float, k: float) 
     return y.reshape(x.shape), scale.reshape(x.shape)
 
 
-def lrn_backward_generic(
-    grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: float, k: float | None = None
-) -> Any:
+def lrn_backward_generic(grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: float) -> Any:
     """LRN backward with xp calls only: (dL/dy, x, scale from the forward pass) -> dL/dx, x's shape."""
     _check_args(x, size)
     _check_like("grad", grad, x)
@@ -162,13 +168,13 @@ def lrn_forward_numba(x: np.ndarray, size: int, alpha: float, beta: float, k: fl
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
     _check_args(x, size)
-    _numba.check_dtype(x)
+    check_dtype(x)
     before, after = _window(size)
     x = np.ascontiguousarray(x)
     y = np.empty(x.shape, dtype=x.dtype)
     scale = np.empty(x.shape, dtype=x.dtype)
-    _numba.run(
-        _numba.lrn_forward_kernel,
+    run(
+        lrn_forward_kernel,
         _as_ncp(x),
         _as_ncp(y),
         _as_ncp(scale),
@@ -178,13 +184,13 @@ def lrn_forward_numba(x: np.ndarray, size: int, alpha: float, beta: float, k: fl
         float(alpha),
         float(k),
         x.dtype.type(beta),
-        _numba.lrn_beta_mode(beta),
+        lrn_beta_mode(beta),
     )
     return y, scale
 
 
 def lrn_backward_numba(
-    grad: np.ndarray, x: np.ndarray, scale: np.ndarray, size: int, alpha: float, beta: float, k: float | None = None
+    grad: np.ndarray, x: np.ndarray, scale: np.ndarray, size: int, alpha: float, beta: float
 ) -> np.ndarray:
     """LRN backward as one fused, parallel loop: (dL/dy, x, scale from the forward pass) -> dL/dx.
 
@@ -193,14 +199,14 @@ def lrn_backward_numba(
     _check_args(x, size)
     _check_like("grad", grad, x)
     _check_like("scale", scale, x)
-    _numba.check_dtype(x)
+    check_dtype(x)
     before, after = _window(size)
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad, dtype=x.dtype)  # one compiled signature per dtype
     scale = np.ascontiguousarray(scale, dtype=x.dtype)
     dx = np.empty(x.shape, dtype=x.dtype)
-    _numba.run(
-        _numba.lrn_backward_kernel,
+    run(
+        lrn_backward_kernel,
         _as_ncp(grad),
         _as_ncp(x),
         _as_ncp(scale),
@@ -210,9 +216,130 @@ def lrn_backward_numba(
         _BLOCK,
         float(2 * alpha * beta),
         x.dtype.type(beta),
-        _numba.lrn_beta_mode(beta),
+        lrn_beta_mode(beta),
     )
     return dx
+
+
+# Arrays are (N, C, P) and C-contiguous: P = H*W (or L), so one channel of one image is a contiguous row.
+# A task is one image and one block of positions [p0, p1); it walks the channels in order and keeps, per
+# position, a running window sum: add the channel that enters the window, subtract the one that leaves.
+# That is O(N*C*P) whatever the window size, and every inner loop has unit stride.
+#
+# A plain running sum drifts: once a large value has left the window, the rounding error of adding it
+# stays behind (about 1e-7 of it in float32, 1e-16 in float64) and swamps a small window that follows.
+# So the sum is kept in float64 as two numbers, hi + lo, where lo collects the exact rounding error of
+# every addition (Knuth's TwoSum, exact in IEEE arithmetic without fastmath): the result is about as accurate
+# as summing each window from scratch, for float32 and float64 data alike (tests/test_kernels_lrn.py checks it).
+
+
+@cpu_helper
+def _lrn_power(s, den, beta, mode):  # pragma: no cover (compiled)
+    """den[q] = s[q] ** beta for a row of positive s; one loop per mode, so each one vectorises."""
+    if mode == LRN_BETA_075:
+        for q in range(s.shape[0]):
+            r = np.sqrt(s[q])
+            den[q] = r * np.sqrt(r)  # s^0.75 = s^0.5 * s^0.25
+    elif mode == LRN_BETA_05:
+        for q in range(s.shape[0]):
+            den[q] = np.sqrt(s[q])
+    elif mode == LRN_BETA_1:
+        for q in range(s.shape[0]):
+            den[q] = s[q]
+    else:
+        for q in range(s.shape[0]):
+            den[q] = s[q] ** beta
+
+
+@cpu_helper
+def _window_add(hi, lo, row, sign, square):  # pragma: no cover (compiled)
+    """(hi + lo) += sign * row (or sign * row**2 when `square`), without losing the rounding error.
+
+    TwoSum: t = a + v rounds, but (a - (t - b)) + (v - b) with b = t - a is exactly what was lost.
+    """
+    for q in range(hi.shape[0]):
+        v = np.float64(row[q])
+        if square:
+            v = v * v  # exact for float32 data
+        v = sign * v
+        a = hi[q]
+        t = a + v
+        b = t - a
+        lo[q] += (a - (t - b)) + (v - b)
+        hi[q] = t
+
+
+@cpu_kernel("local_response_norm")
+def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode):  # pragma: no cover (compiled)
+    """x (N, C, P) -> y and scale (N, C, P): scale = k + alpha * window sum of x^2, y = x / scale^beta.
+
+    The window of channel i is [i - before, i + after] clipped to the channels. `beta` has x's dtype.
+    """
+    n_img, n_ch, n_pos = x.shape
+    n_blocks = (n_pos + block - 1) // block
+    for task in prange(n_img * n_blocks):
+        n = task // n_blocks
+        p0 = (task % n_blocks) * block
+        p1 = min(p0 + block, n_pos)
+        m = p1 - p0
+        hi = np.zeros(m, np.float64)
+        lo = np.zeros(m, np.float64)
+        den = np.empty(m, x.dtype)
+        for j in range(n_ch + after):  # j: the channel entering the window of i = j - after
+            if j < n_ch:
+                _window_add(hi, lo, x[n, j, p0:p1], 1.0, True)
+            i = j - after
+            if i < 0:
+                continue
+            if i - before - 1 >= 0:  # leaves the window of i
+                _window_add(hi, lo, x[n, i - before - 1, p0:p1], -1.0, True)
+            s_row = scale[n, i, p0:p1]
+            for q in range(m):
+                s_row[q] = k + alpha * (hi[q] + lo[q])  # rounded once, to x's dtype
+            _lrn_power(s_row, den, beta, mode)
+            x_row, y_row = x[n, i, p0:p1], y[n, i, p0:p1]
+            for q in range(m):
+                y_row[q] = x_row[q] / den[q]
+
+
+@cpu_kernel("local_response_norm")
+def lrn_backward_kernel(grad, x, scale, dx, before, after, block, coef, beta, mode):  # pragma: no cover (compiled)
+    """dx_i = g_i / s_i^beta - coef * x_i * sum_{j = i - after}^{i + before} g_j x_j / s_j^(beta + 1).
+
+    All arrays (N, C, P). coef = 2 * alpha * beta. The sum runs over the mirrored window (the channels j
+    whose window contains i) and is kept as a running sum like the forward pass. Each channel's term
+    t_j and denominator s_j^beta are computed once, when j enters, and parked in two small ring buffers
+    of size + 1 rows: t_j is subtracted again when j leaves, s_j^beta is used when channel j is output.
+    """
+    n_img, n_ch, n_pos = x.shape
+    n_ring = before + after + 2
+    n_blocks = (n_pos + block - 1) // block
+    for task in prange(n_img * n_blocks):
+        n = task // n_blocks
+        p0 = (task % n_blocks) * block
+        p1 = min(p0 + block, n_pos)
+        m = p1 - p0
+        hi = np.zeros(m, np.float64)
+        lo = np.zeros(m, np.float64)
+        ring_t = np.empty((n_ring, m), x.dtype)
+        ring_den = np.empty((n_ring, m), x.dtype)
+        for j in range(n_ch + before):  # j: the channel entering the mirrored window of i = j - before
+            if j < n_ch:
+                s_row, g_row, x_row = scale[n, j, p0:p1], grad[n, j, p0:p1], x[n, j, p0:p1]
+                den, t = ring_den[j % n_ring], ring_t[j % n_ring]
+                _lrn_power(s_row, den, beta, mode)
+                for q in range(m):
+                    t[q] = g_row[q] * x_row[q] / (s_row[q] * den[q])
+                _window_add(hi, lo, t, 1.0, False)
+            i = j - before
+            if i < 0:
+                continue
+            if i - after - 1 >= 0:  # leaves the mirrored window of i
+                _window_add(hi, lo, ring_t[(i - after - 1) % n_ring], -1.0, False)
+            den = ring_den[i % n_ring]
+            g_row, x_row, dx_row = grad[n, i, p0:p1], x[n, i, p0:p1], dx[n, i, p0:p1]
+            for q in range(m):
+                dx_row[q] = g_row[q] / den[q] - coef * x_row[q] * (hi[q] + lo[q])
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -225,22 +352,12 @@ def lrn_forward(x: Any, size: int, alpha: float, beta: float, k: float) -> tuple
     for `lrn_backward`. `alpha` is used as given (divide it by `size` yourself for the Caffe convention).
     NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
     """
-    if _numba.use_numba_for(x):
-        try:
-            return lrn_forward_numba(x, size, alpha, beta, k)
-        except _numba.NumbaUnavailable:
-            pass  # already warned once; the generic version gives the same answer
-    return lrn_forward_generic(x, size, alpha, beta, k)
+    return fastest(lrn_forward_numba, lrn_forward_generic, x, size, alpha, beta, k, arrays=(x,))
 
 
-def lrn_backward(grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: float, k: float | None = None) -> Any:
+def lrn_backward(grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: float) -> Any:
     """Gradient of `lrn_forward`: (dL/dy, x, scale returned by the forward pass) -> dL/dx, x's shape and dtype.
 
-    `k` is accepted for symmetry with `lrn_forward` but not needed: it is already inside `scale`.
+    No `k`: it is already inside `scale`.
     """
-    if _numba.use_numba_for(grad, x, scale):
-        try:
-            return lrn_backward_numba(grad, x, scale, size, alpha, beta, k)
-        except _numba.NumbaUnavailable:
-            pass
-    return lrn_backward_generic(grad, x, scale, size, alpha, beta, k)
+    return fastest(lrn_backward_numba, lrn_backward_generic, grad, x, scale, size, alpha, beta, arrays=(grad, x, scale))

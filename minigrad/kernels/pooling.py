@@ -1,5 +1,9 @@
 """Max pooling kernels: forward (with the winner of each window remembered) and backward.
 
+Read the generic versions first (`max_pool2d_forward_generic`, `max_pool2d_backward_generic`: xp calls
+only, NumPy or CuPy); the Numba versions and their kernels below them are compiled CPU loops (NumPy
+float32/float64) with the same results, and `max_pool2d_forward` / `max_pool2d_backward` pick one.
+
 The forward pass returns, next to the pooled values, `argmax`: for every window the flat index
 `k = i*kw + j` of the kernel offset (i, j) that won. The backward pass sends each window's gradient to
 that one input element, so it never has to look at the input again.
@@ -23,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from . import _numba
-from .im2col import IntPair, _geometry, _slices, padded, window_view
+from .dispatch import check_dtype, cpu_kernel, fastest, prange, run
+from .im2col import _slices, padded, window_view
+from .shapes import IntPair, window_geometry
 
 ARGMAX_DTYPE = np.dtype(np.int32)
 
@@ -59,16 +64,15 @@ def max_pool2d_forward_generic(
 
     The windows are copied once into a (N, C, OH, OW, KH*KW) array (from a strided view of the padded
     input), then reduced over the offsets: four array operations in all, whatever the kernel size, which is
-    what a GPU wants (a running maximum over the offsets took ~8 launches per offset).
+    what a GPU wants (a running maximum over the offsets launches several kernels per offset).
     """
     xp = get_array_module(x)
     _check_floating(x)
-    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    sh, sw, ph, pw, oh, ow = window_geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     n, c = x.shape[:2]
     xpad = padded(x, ph, pw, fill=-xp.inf)
     # (C, KH, KW, N, OH, OW) view -> (N, C, OH, OW, KH, KW) -> one copy with each window's offsets last, in
-    # row-major order. (Offsets first reads each slab in order, but CuPy reduces a short last axis faster:
-    # 0.47 vs 0.64 ms for pool1 at batch 32 on an H200, see benchmarks/README.md.)
+    # row-major order: CuPy reduces a short last axis faster than a first one (see benchmarks/README.md).
     windows = window_view(xpad, kh, kw, sh, sw, oh, ow).transpose(3, 0, 4, 5, 1, 2).reshape(n, c, oh, ow, kh * kw)
     # max propagates NaN; argmax returns the first maximum, and counts a NaN as larger than any number with
     # the first NaN winning, on NumPy and on CuPy alike (the tests check it on both).
@@ -110,7 +114,7 @@ def max_pool2d_backward_generic(
     same on every backend and every run.
     """
     xp = get_array_module(dout)
-    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    sh, sw, ph, pw, oh, ow = window_geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     _check_backward_shapes(dout, argmax, x_shape, oh, ow)
     n, c, height, width = x_shape
     offsets = xp.arange(kh * kw, dtype=argmax.dtype).reshape(kh * kw, 1, 1, 1, 1)
@@ -134,14 +138,14 @@ def max_pool2d_forward_numba(
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
-    sh, sw, ph, pw, oh, ow = _geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
-    _numba.check_dtype(x)
+    sh, sw, ph, pw, oh, ow = window_geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    check_dtype(x)
     n, c, height, width = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=ARGMAX_DTYPE)
-    _numba.run(
-        _numba.max_pool_forward_kernel,
+    run(
+        max_pool_forward_kernel,
         x.reshape(n * c, height, width),
         out.reshape(n * c, oh, ow),
         argmax.reshape(n * c, oh, ow),
@@ -168,15 +172,15 @@ def max_pool2d_backward_numba(
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
-    sh, sw, ph, pw, oh, ow = _geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
+    sh, sw, ph, pw, oh, ow = window_geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     _check_backward_shapes(dout, argmax, x_shape, oh, ow)
-    _numba.check_dtype(dout)
+    check_dtype(dout)
     n, c, height, width = x_shape
     dout = np.ascontiguousarray(dout)
     argmax = np.ascontiguousarray(argmax, dtype=ARGMAX_DTYPE)  # one compiled signature per dout dtype
     dx = np.zeros((n, c, height, width), dtype=dout.dtype)
-    _numba.run(
-        _numba.max_pool_backward_kernel,
+    run(
+        max_pool_backward_kernel,
         dout.reshape(n * c, oh, ow),
         argmax.reshape(n * c, oh, ow),
         dx.reshape(n * c, height, width),
@@ -187,6 +191,56 @@ def max_pool2d_backward_numba(
         pw,
     )
     return dx
+
+
+@cpu_kernel("max_pool2d")
+def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: no cover (compiled)
+    """x (NC, H, W) -> out, argmax (NC, OH, OW). Same tie and NaN rules as the generic version."""
+    n_planes, height, width = x.shape
+    _, n_oh, n_ow = out.shape
+    for p in prange(n_planes):
+        for oh in range(n_oh):
+            for ow in range(n_ow):
+                # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
+                best = -np.inf
+                best_k = 0
+                for i in range(kh):
+                    h = oh * sh + i - ph
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kw):
+                        w = ow * sw + j - pw
+                        if w < 0 or w >= width:
+                            continue
+                        v = x[p, h, w]
+                        # Strict '>' keeps the first maximum; the first NaN beats every number.
+                        if v > best or (v != v and best == best):
+                            best = v
+                            best_k = i * kw + j
+                if best == -np.inf:
+                    # Real values of -inf only: the first of them, not offset 0 (which may be padding, and
+                    # would drop the gradient). A window of padding only keeps offset 0: no gradient.
+                    i0, j0 = max(0, ph - oh * sh), max(0, pw - ow * sw)
+                    if i0 < kh and j0 < kw and oh * sh + i0 - ph < height and ow * sw + j0 - pw < width:
+                        best_k = i0 * kw + j0
+                out[p, oh, ow] = best
+                argmax[p, oh, ow] = best_k
+
+
+@cpu_kernel("max_pool2d")
+def max_pool_backward_kernel(dout, argmax, dx, kw, sh, sw, ph, pw):  # pragma: no cover (compiled)
+    """Adds dout (NC, OH, OW) into dx (NC, H, W) at each window's winner; winners in the padding are dropped."""
+    n_planes, height, width = dx.shape
+    _, n_oh, n_ow = dout.shape
+    for p in prange(n_planes):
+        for oh in range(n_oh):
+            for ow in range(n_ow):
+                k = argmax[p, oh, ow]
+                i = k // kw
+                h = oh * sh + i - ph
+                w = ow * sw + (k - i * kw) - pw
+                if 0 <= h < height and 0 <= w < width:
+                    dx[p, h, w] += dout[p, oh, ow]
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -203,12 +257,7 @@ def max_pool2d_forward(
     first NaN in a window beats every number (NaN propagates). `stride` defaults to the kernel size.
     NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
     """
-    if _numba.use_numba_for(x):
-        try:
-            return max_pool2d_forward_numba(x, kh, kw, stride, padding)
-        except _numba.NumbaUnavailable:
-            pass  # already warned once; the generic version gives the same answer
-    return max_pool2d_forward_generic(x, kh, kw, stride, padding)
+    return fastest(max_pool2d_forward_numba, max_pool2d_forward_generic, x, kh, kw, stride, padding, arrays=(x,))
 
 
 def max_pool2d_backward(
@@ -225,9 +274,9 @@ def max_pool2d_backward(
     Each window's gradient goes to the one input element its argmax names; where windows overlap, the
     gradients of the windows an element won add up. Winners lying in the padding are dropped.
     """
-    if _numba.use_numba_for(dout, argmax):
-        try:
-            return max_pool2d_backward_numba(dout, argmax, x_shape, kh, kw, stride, padding)
-        except _numba.NumbaUnavailable:
-            pass
-    return max_pool2d_backward_generic(dout, argmax, x_shape, kh, kw, stride, padding)
+    return fastest(
+        max_pool2d_backward_numba,
+        max_pool2d_backward_generic,
+        *(dout, argmax, x_shape, kh, kw, stride, padding),
+        arrays=(dout, argmax),
+    )
