@@ -291,21 +291,22 @@ def all_reduce_gradients_plain(
     """The definition of `all_reduce_gradients`: one all-reduce per parameter (two, with its flag).
 
     Every rank ends with the same `.grad` for each parameter (same shape as the parameter): the sum over the
-    ranks, divided by the number of ranks when `average`. A rank without a gradient for a parameter adds
-    zeros; a parameter that no rank has a gradient for keeps `.grad = None`, as in one process.
+    ranks of their gradients, each first multiplied by 1/N when `average` (N ranks), which makes the sum
+    their mean. A rank without a gradient for a parameter adds zeros; a parameter that no rank has a
+    gradient for keeps `.grad = None`, as in one process.
     """
     w = _resolve(world)
     if w.backend is None:
         return
+    scale = 1.0 / w.size if average else 1.0
     for p in trainable_parameters(model_or_params):
         have = np.array([p.grad is not None], dtype=np.int64)
         w.collective.sum_(have)  # how many ranks have a gradient for p
         if have[0] == 0:
             continue
-        g = p.xp.zeros(p.shape, dtype=p.dtype) if p.grad is None else p.grad.data.copy()  # C order
+        # a new C-ordered array: the collective writes the sum into it, in place
+        g = p.xp.zeros(p.shape, dtype=p.dtype) if p.grad is None else p.grad.data * p.dtype.type(scale)
         w.collective.sum_(g)
-        if average:
-            g /= w.size
         p.grad = Tensor(g)
 
 
@@ -350,8 +351,9 @@ def plan_buckets(params: Sequence[Tensor]) -> list[Bucket]:
     return buckets
 
 
-def pack(bucket: Bucket, params: Sequence[Tensor]) -> Any:
-    """The bucket's flat buffer, (bucket.size,): every member's gradient (zeros for None), then the flags."""
+def pack(bucket: Bucket, params: Sequence[Tensor], scale: float = 1.0) -> Any:
+    """The bucket's flat buffer, (bucket.size,): every member's gradient times `scale` (zeros for None), then
+    the flags."""
     xp = params[bucket.members[0]].xp
     flat = xp.empty(bucket.size, dtype=bucket.dtype)
     flags = np.zeros(len(bucket.members), dtype=bucket.dtype)
@@ -359,8 +361,8 @@ def pack(bucket: Bucket, params: Sequence[Tensor]) -> Any:
         grad = params[i].grad
         if grad is None:
             flat[start : start + n] = 0
-        else:
-            flat[start : start + n] = grad.data.reshape(-1)
+        else:  # scaled as it is copied: one pass over the gradient
+            xp.multiply(grad.data.reshape(-1), bucket.dtype.type(scale), out=flat[start : start + n])
             flags[k] = 1
     flat[bucket.flags_at :] = xp.asarray(flags)
     return flat
@@ -376,12 +378,13 @@ def unpack(bucket: Bucket, flat: Any, params: Sequence[Tensor]) -> None:
 def all_reduce_gradients(
     model_or_params: Module | Iterable[Tensor], average: bool = True, world: World | None = None
 ) -> None:
-    """Sum every trainable parameter's `.grad` over the ranks (divided by the number of ranks when `average`),
-    with one all-reduce per dtype; equal to `all_reduce_gradients_plain`. No-op in a world of one process.
+    """Sum every trainable parameter's `.grad` over the ranks (each multiplied by 1/N first when `average`:
+    their mean), with one all-reduce per dtype; equal to `all_reduce_gradients_plain`. No-op in a world of
+    one process.
 
     Each `.grad` (the parameter's shape) becomes a view of one flat buffer that is made for this call, so a
-    step's gradients never share memory with the next step's. Gradients are copied in because backward
-    makes new gradient arrays every step; copying them back out is not needed.
+    step's gradients never share memory with the next step's. Gradients are copied in (and scaled on the
+    way) because backward makes new gradient arrays every step; copying them back out is not needed.
 
     With `average`, the result is the gradient of the mean loss over the global batch when each rank's loss
     is the mean over an equal share of it. For shares of different sizes (`shard` of a batch that the ranks
@@ -393,10 +396,8 @@ def all_reduce_gradients(
         return
     params = trainable_parameters(model_or_params)
     for bucket in plan_buckets(params):
-        flat = pack(bucket, params)
+        flat = pack(bucket, params, scale=1.0 / w.size if average else 1.0)
         w.collective.sum_(flat)
-        if average:
-            flat[: bucket.flags_at] /= w.size
         unpack(bucket, flat, params)
 
 

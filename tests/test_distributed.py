@@ -215,11 +215,12 @@ def test_plan_buckets_groups_by_dtype_in_order() -> None:
     assert [(b.flags_at, b.size) for b in buckets] == [(30, 33), (5, 6)]
 
 
-def test_pack_lays_out_gradients_then_flags(xp: Any, device: str) -> None:
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_pack_lays_out_scaled_gradients_then_flags(xp: Any, device: str, scale: float) -> None:
     params = dist.trainable_parameters(parameters_with_gradients(device))
     bucket = dist.plan_buckets(params)[0]
-    flat = dist.pack(bucket, params)
-    grads = [to_host(params[i].grad.data).ravel() for i in (0, 2)]
+    flat = dist.pack(bucket, params, scale=scale)
+    grads = [to_host(params[i].grad.data).ravel() * np.float32(scale) for i in (0, 2)]
     expected = np.concatenate([*grads, np.zeros(6, np.float32), [1, 1, 0]]).astype(np.float32)
     assert isinstance(flat, xp.ndarray) and flat.dtype == np.float32
     np.testing.assert_array_equal(to_host(flat), expected)
