@@ -190,7 +190,7 @@ def report_steps(args: argparse.Namespace) -> None:
     parameters = runs[0][2]["parameters"]
     print(f"\nTraining step of {args.model} ({parameters:,} parameters), global batch {args.batch_size}:")
     print(
-        f"  {'configuration':<30} {'step: median (min-max)':>28} {'img/s':>8} {'speed-up':>8} {'efficiency':>10}"
+        f"  {'configuration':<30} {'step: median (min-max)':>30} {'img/s':>8} {'speed-up':>8} {'efficiency':>10}"
         "  all-reduce"
     )
     for name, used, r in runs:
@@ -199,12 +199,12 @@ def report_steps(args: argparse.Namespace) -> None:
         where = f"{reduce_ms:.1f} ms of the step (waiting included)" if r["ranks"] > 1 else "-"
         speed_up = base / step
         print(
-            f"  {name:<30} {spread(r['step']):>28} {args.batch_size / step:8.1f} {speed_up:7.2f}x "
+            f"  {name:<30} {spread(r['step']):>30} {args.batch_size / step:8.1f} {speed_up:7.2f}x "
             f"{speed_up / used:10.0%}  {where}"
         )
     print("  (speed-up: against 1 process on 1 thread; efficiency: speed-up / cores used)")
     n, alone = runs[2][2]["ranks"], statistics.median(runs[2][2]["reduce_alone"])
-    print(f"  all_reduce_gradients alone, {n} ranks: {spread(runs[2][1]['reduce_alone'])}")
+    print(f"  all_reduce_gradients alone, {n} ranks: {spread(runs[2][2]['reduce_alone'])}")
     print(f"  efficiency implied by it: T1 / (T1 + {n} x all-reduce) = {base / (base + n * alone):.0%} (T1: 1 thread)")
 
 
