@@ -6,6 +6,8 @@ random number generator states, epoch, batch and best metric. It is written to a
 temporary file in the same folder, flushed to disk, then renamed over the old one:
 a crash at any moment leaves either the old checkpoint or the new one, never half.
 The run's other files (metrics.jsonl, config.json, test.json) are written the same way.
+
+May import: NumPy, the standard library (a checkpoint is read without minigrad or the model).
 """
 
 from __future__ import annotations

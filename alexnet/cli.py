@@ -3,6 +3,9 @@
 `alexnet train` with no options is the project's demo: it trains alexnet-tiny on
 Fashion-MNIST on the CPU in a few minutes, then prints the test accuracy and where
 the plots are.
+
+May import: every other `alexnet` module (the ones that import matplotlib, `plots` and `figures`, only
+inside the commands that draw), minigrad's public API, NumPy, the standard library.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from alexnet import data, plots
 from alexnet.checkpoint import CheckpointError
+from alexnet.config import TrainConfig
 from alexnet.model import ACTIVATIONS, CONFIGS, AlexNet, build_model, format_summary
-from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, read_metrics, train
-from minigrad import Tensor, backend, keep_freed_memory, no_grad
+from alexnet.run_data import prepare_data
+from alexnet.runs import load_model
+from alexnet.train import TrainingDiverged, train
+from minigrad import Tensor, backend, keep_freed_memory
 
 
 def _device_ok(device: str) -> str | None:
@@ -54,66 +60,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.nargs == 0 or action.default is None or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
-
-
-# ----------------------------------------------------------------------------- plots of a run
-
-
-def sample_indices(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """min(size, n) distinct indices below n, drawn at random, in increasing order.
-
-    Random rather than the first `size`: image folders list their images class by class.
-    """
-    return np.sort(rng.choice(n, size=min(size, n), replace=False))
-
-
-def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8, bank_size: int = 2000) -> list[Path]:
-    """Write the run's figures into RUN_DIR/plots: curves, conv1 kernels (Fig. 3), predictions (Fig. 4).
-
-    Fig. 4 shows `n_images` test images (fewer if the test set is smaller) and their nearest neighbours
-    among `bank_size` training images, both drawn at random with a fixed seed.
-    """
-    out = run_dir / "plots"
-    written = []
-    metrics = read_metrics(run_dir / "metrics.jsonl")
-    if metrics:
-        written.append(plots.plot_training_curves(metrics, out / "curves.png", errors_as_fraction=True))
-    model, meta = load_model(run_dir, device)  # the best epoch by validation error
-    groups = model.config.groups if model.config.convs[1].grouped else 1
-    conv1 = model.conv_layers[0].weight.numpy()
-    title = f"{model.config.name}: the {conv1.shape[0]} conv1 kernels"
-    written.append(plots.plot_kernel_grid(conv1, out / "conv1_kernels.png", groups=groups, title=title))
-
-    cfg = TrainConfig(**meta["train_config"])
-    prepared = prepare_data(cfg, model.config.in_channels, model.config.image_size)
-    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
-    rng = np.random.default_rng(0)
-    pick = sample_indices(len(prepared.test_labels), n_images, rng)
-    images = data.center_crop(prepared.test_images[pick], model.config.image_size)
-    batch = data.normalize(data.to_unit_float(np.ascontiguousarray(images)), mean, std)
-    model.eval()
-    with no_grad():
-        x = Tensor(backend.to_device(batch, device))
-        logits = model(x).numpy()
-        query_features = model.extract_features(x).numpy()
-        bank_pick = sample_indices(len(prepared.train_labels), bank_size, rng)
-        bank = data.center_crop(prepared.train_images[bank_pick], model.config.image_size)
-        bank_batch = data.normalize(data.to_unit_float(np.ascontiguousarray(bank)), mean, std)
-        bank_features = np.concatenate(
-            [
-                model.extract_features(Tensor(backend.to_device(bank_batch[i : i + 500], device))).numpy()
-                for i in range(0, len(bank_batch), 500)
-            ]
-        )
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    names = list(meta["class_names"]) or [str(i) for i in range(model.config.num_classes)]
-    written.append(
-        plots.plot_predictions(images, probs, names, out / "predictions.png", labels=prepared.test_labels[pick])
-    )
-    neighbours = plots.nearest_neighbours(query_features, bank_features, k=6)
-    written.append(plots.plot_nearest_neighbours(images, bank[neighbours], out / "nearest_neighbours.png"))
-    return written
 
 
 # ----------------------------------------------------------------------------- commands
@@ -158,6 +104,8 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     if not args.no_plots:
         try:
+            from alexnet.figures import plot_run
+
             written = plot_run(result.run_dir, args.device)
         except Exception as exc:  # the run is trained and saved: a figure that fails must not make it a failure
             print(
@@ -174,7 +122,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     try:
         model, meta = load_model(args.checkpoint, args.device, expect_model=args.model)
-        cfg = TrainConfig(**meta["train_config"])
+        cfg = TrainConfig.from_saved(meta["train_config"])
         if args.data is not None:
             cfg.data = args.data
         prepared = prepare_data(cfg, model.config.in_channels, model.config.image_size)
@@ -195,38 +143,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image_for(model: AlexNet, path: str) -> np.ndarray:
-    """An image file as the model's input: (C, S, S) uint8."""
-    from PIL import Image
-
-    cfg = model.config
-    if cfg.in_channels == 1:
-        with Image.open(path) as img:
-            grey = img.convert("L").resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
-            return np.asarray(grey, dtype=np.uint8)[None]
-    resize = 256 if cfg.image_size >= 224 else round(cfg.image_size * 256 / 224)
-    return data.center_crop(data.load_image(path, resize)[None], cfg.image_size)[0]
-
-
 def _predict(args: argparse.Namespace) -> int:
+    from alexnet.inference import predict_files
+
     try:
         model, meta = load_model(args.checkpoint, args.device)
-        images = np.stack([_read_image_for(model, p) for p in args.images])
+        predictions = predict_files(model, meta, args.images, top=args.top)
     except (CheckpointError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
-    batch = data.normalize(data.to_unit_float(images), mean, std)
-    model.eval()
-    with no_grad():
-        logits = model(Tensor(backend.to_device(batch, args.device))).numpy()
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    names = list(meta["class_names"]) or [str(i) for i in range(model.config.num_classes)]
-    for path, p in zip(args.images, probs):
-        print(path)
-        for i in np.argsort(-p)[: args.top]:
-            print(f"  {100 * p[i]:6.2f}%  {names[i]}")
+    for prediction in predictions:
+        print(prediction.path)
+        for name, p in zip(prediction.classes, prediction.probabilities):
+            print(f"  {100 * p:6.2f}%  {name}")
     return 0
 
 
@@ -235,6 +164,8 @@ def _plot(args: argparse.Namespace) -> int:
     if not (run_dir / "checkpoint.npz").exists():
         print(f"error: {run_dir} is not a run folder (no checkpoint.npz)", file=sys.stderr)
         return 2
+    from alexnet.figures import plot_run
+
     try:
         written = plot_run(run_dir, args.device)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
@@ -324,28 +255,35 @@ def _add_model_switches(p: argparse.ArgumentParser, default_model: str = "alexne
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = _HelpFormatter
+    """The `alexnet` parser: one sub-parser per command, each added by its own function."""
     parser = argparse.ArgumentParser(
         prog="alexnet",
         description="AlexNet (Krizhevsky, Sutskever & Hinton 2012) on the minigrad engine: train, evaluate, inspect.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_predict, _add_plot, _add_summary, _add_gradcheck):
+        add(sub)
+    return parser
 
+
+_TRAIN_DESCRIPTION = (
+    "Train with the paper's recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate divided by 10 "
+    "when the validation error stops improving, and for colour data random crops, flips and PCA colour "
+    "lighting (off for Fashion-MNIST by default: see --augment). Greyscale models use Fashion-MNIST: the full"
+    " set when its IDX files are found (--data, $ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist),"
+    " else the subset bundled in the package. Colour models read an image folder (--data DIR with train/ and "
+    "val/). Each epoch writes metrics.jsonl and an atomic checkpoint to the run folder; Ctrl-C stops after "
+    "the current batch and saves. Like every alexnet command it keeps freed memory for reuse "
+    "(minigrad.keep_freed_memory); set MALLOC_TRIM_THRESHOLD_ or another glibc malloc variable to opt out."
+)
+
+
+def _add_train(sub: Any) -> None:
     t = sub.add_parser(
         "train",
         help="train a model (default: alexnet-tiny on Fashion-MNIST, CPU)",
-        formatter_class=fmt,
-        description=(
-            "Train with the paper's recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate divided by 10 "
-            "when the validation error stops improving, and for colour data random crops, flips and PCA colour "
-            "lighting (off for Fashion-MNIST by default: see --augment). Greyscale models use Fashion-MNIST: the full"
-            " set when its IDX files are found (--data, $ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist),"
-            " else the subset bundled in the package. Colour models read an image folder (--data DIR with train/ and "
-            "val/). Each epoch writes metrics.jsonl and an atomic checkpoint to the run folder; Ctrl-C stops after "
-            "the current batch and saves. Like every alexnet command it keeps freed memory for reuse "
-            "(minigrad.keep_freed_memory: 12% faster CPU steps for the paper's net); set MALLOC_TRIM_THRESHOLD_ or "
-            "another glibc malloc variable to opt out."
-        ),
+        formatter_class=_HelpFormatter,
+        description=_TRAIN_DESCRIPTION,
     )
     _add_model_switches(t)
     t.add_argument(
@@ -362,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
         "i.e. 3 epochs of the full Fashion-MNIST or 20 of the bundled subset)",
     )
     t.add_argument("--batch-size", type=_positive_int, default=128, help="images per step (the paper: 128)")
+    _add_optimizer_options(t)
+    t.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order, augmentation, dropout")
+    t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATE-TIME)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
+    t.add_argument("--init", default=None, choices=["paper", "he"], help="weight init (default: the model's own)")
+    _add_data_options(t)
+    t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+
+def _add_optimizer_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--lr",
         type=float,
@@ -373,10 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (inside SGD's velocity)")
     t.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before lr/10")
     t.add_argument("--min-lr", type=float, default=1e-5, help="never reduce the learning rate below this")
-    t.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order, augmentation, dropout")
-    t.add_argument("--out", default=None, help="run folder (default: runs/MODEL-DATE-TIME)")
-    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run from its checkpoint")
-    t.add_argument("--init", default=None, choices=["paper", "he"], help="weight init (default: the model's own)")
+
+
+def _add_data_options(t: argparse.ArgumentParser) -> None:
     aug = t.add_mutually_exclusive_group()
     aug.add_argument(
         "--augment",
@@ -384,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="random crops, flips (and PCA lighting for colour) (default: on for colour image folders; off for "
-        "Fashion-MNIST, where pad-and-crop measurably slowed learning)",
+        "Fashion-MNIST, where pad-and-crop slows learning)",
     )
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     t.add_argument(
@@ -405,11 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="final test with the paper's 10-crop averaging (4 corners + centre, and their mirrors; on images of "
         "the input size, e.g. Fashion-MNIST, that is the image and its mirror)",
     )
-    t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on the test set", formatter_class=fmt)
+
+def _add_eval(sub: Any) -> None:
+    e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on the test set", formatter_class=_HelpFormatter)
     e.add_argument("checkpoint", help="a checkpoint file or a run folder")
     e.add_argument("--data", default=None, help="data folder (default: the one the run used)")
     e.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
@@ -422,31 +370,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=None, help="fail unless the checkpoint holds this model")
     e.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="top-5 classes of image files", formatter_class=fmt)
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of image files", formatter_class=_HelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint file or a run folder")
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     p.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     p.add_argument("--top", type=_positive_int, default=5, help="how many classes to list")
     p.set_defaults(func=_predict)
 
+
+def _add_plot(sub: Any) -> None:
     pl = sub.add_parser(
         "plot",
         help="figures of a run: curves, conv1 kernels (Fig. 3), predictions and neighbours (Fig. 4)",
-        formatter_class=fmt,
+        formatter_class=_HelpFormatter,
     )
     pl.add_argument("run_dir", help="a run folder")
     pl.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     pl.set_defaults(func=_plot)
 
-    s = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs, memory", formatter_class=fmt)
+
+def _add_summary(sub: Any) -> None:
+    s = sub.add_parser(
+        "summary", help="layer table: output shapes, parameters, FLOPs, memory", formatter_class=_HelpFormatter
+    )
     _add_model_switches(s, "alexnet")
     s.add_argument("--num-classes", type=_positive_int, default=None, help="output classes (default: the model's)")
     s.set_defaults(func=_summary)
 
+
+def _add_gradcheck(sub: Any) -> None:
     g = sub.add_parser(
         "gradcheck",
         help="finite-difference check of a whole model's gradients (float64)",
-        formatter_class=fmt,
+        formatter_class=_HelpFormatter,
         description="Check every parameter tensor of the model (random directions for the large ones) and the input.",
     )
     _add_model_switches(g)
@@ -457,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-elements", type=_positive_int, default=64, help="tensors larger than this use random directions"
     )
     g.set_defaults(func=_gradcheck)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

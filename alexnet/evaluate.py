@@ -1,4 +1,7 @@
-"""Evaluation: top-k error, loss over a data set, and the paper's 10-crop test."""
+"""Evaluation: top-k error, loss over a data set, and the paper's 10-crop test.
+
+May import: `alexnet.data`, `alexnet.model`, minigrad's public API, NumPy, tqdm, the standard library.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ def top_k_error(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
 
 @dataclass
 class EvalResult:
+    """Scores of a model on a data set: mean cross-entropy, top-1 and top-5 error (fractions), image count."""
+
     loss: float
     top1_error: float
     top5_error: float
@@ -91,12 +96,9 @@ def evaluate(
     ten_crop: bool = False,
     progress: bool = False,
 ) -> EvalResult:
-    """Mean cross-entropy, top-1 and top-5 error of `model` on (images, labels)."""
+    """Mean cross-entropy, top-1 and top-5 error of `model` on (images, labels): (N, C, H, W) uint8, (N,)."""
     logits = predict_logits(model, images, batch_size, mean, std, ten_crop, progress)
-    if ten_crop:
-        logp = logits  # already log-probabilities of the averaged softmax
-    else:
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    # With ten_crop the outputs are already the log-probabilities of the averaged softmax.
+    logp = logits if ten_crop else F.log_softmax(Tensor(logits), axis=1).numpy()
     loss = float(-logp[np.arange(len(labels)), labels].mean())
     return EvalResult(loss, top_k_error(logits, labels, 1), top_k_error(logits, labels, 5), len(labels))

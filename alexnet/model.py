@@ -12,7 +12,9 @@ The paper's network, layer by layer (input 3x227x227):
 "2 groups" is the paper's two-GPU split: each GPU's half of conv2, conv4 and conv5
 sees only the channels on its own GPU. The small variants change the input size and
 the widths, not the structure, so a learner can train them on a laptop and switch
-the paper's choices (LRN, groups, overlapping pooling) on and off.
+the paper's choices (LRN, groups, overlapping pooling, ReLU or tanh) on and off.
+
+May import: minigrad's public API (Tensor, nn, backend, no_grad), NumPy, the standard library.
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ TINY = dataclasses.replace(
         ConvSpec(48, 3, padding=1, grouped=True, pool=True, bias_one=True),
     ),
     fc_width=256,
-    # The paper's 0.5 "roughly doubles the iterations needed to converge". Measured on the demo: 0.5 gave 85.6%
-    # on both the full set (3 epochs) and the bundled subset (20); 0.25 gave 87.8% / 84.8%; 0.375 87.2% / 85.7%.
+    # The paper's 0.5 "roughly doubles the iterations needed to converge", too slow for a few-epoch demo;
+    # 0.375 keeps most of its regularisation (the demo's measurements are in benchmarks/README.md).
     dropout=0.375,
     init="he",
 )

@@ -1,7 +1,8 @@
 """Figures for a training run and for the paper's Figs. 3 and 4 (matplotlib, PNG files).
 
 Everything here takes plain NumPy arrays and Python lists, so a figure can be drawn from a
-checkpoint or a `metrics.jsonl` file without importing `minigrad` or the model. Each figure is
+checkpoint or a `metrics.jsonl` file without importing `minigrad` or the model (`alexnet.figures`
+draws the figures of a run folder with these functions). Each figure is
 a `matplotlib.figure.Figure` drawn on its own Agg canvas: nothing touches pyplot's global
 state, no window opens, and it works on a machine without a display. Every `plot_*` function
 writes one PNG file (creating missing parent folders) and returns its path.
@@ -18,6 +19,8 @@ Contents:
 
 Images are channel-first like the rest of the project: one image is `(C, H, W)`, a batch
 `(B, C, H, W)`, with C = 1 (grey) or C = 3 (RGB).
+
+May import: matplotlib, NumPy, the standard library. Never minigrad or other `alexnet` modules.
 """
 
 from __future__ import annotations
@@ -181,74 +184,18 @@ def plot_training_curves(
     for position, row in enumerate(metrics, start=1):
         epoch = _number(row.get("epoch"))
         epochs.append(epoch if epoch is not None else float(position))
-
-    loss = {name: _series(metrics, f"{name}_loss", epochs) for name in ("train", "val")}
-    error_keys = ("train_top1_error", "val_top1_error", "val_top5_error")
-    errors = {key: _series(metrics, key, epochs) for key in error_keys}
     lr_x, lr_y = _series(metrics, "lr", epochs)
-    lr_y_positive = [(x, y) for x, y in zip(lr_x, lr_y) if y > 0]
+    lr_points = [(x, y) for x, y in zip(lr_x, lr_y) if y > 0]
+    # Epochs at which the learning rate is lower than at the epoch before, and by which factor.
+    drops = [(x1, y0 / y1) for (x0, y0), (x1, y1) in itertools.pairwise(lr_points) if y1 < y0 * (1 - 1e-9)]
 
-    if errors_as_fraction is None:
-        all_errors = [v for _, ys in errors.values() for v in ys]
-        errors_as_fraction = bool(all_errors) and max(all_errors) <= 1.0
-    scale = 100.0 if errors_as_fraction else 1.0
-
-    # Epochs at which the learning rate is lower than at the epoch before.
-    drops = [(x1, y0 / y1) for (x0, y0), (x1, y1) in itertools.pairwise(lr_y_positive) if y1 < y0 * (1 - 1e-9)]
-
-    n_panels = 3 if lr_y_positive else 2
+    n_panels = 3 if lr_points else 2
     fig = _new_figure(4.6 * n_panels, 3.6)
     axes = fig.subplots(1, n_panels, squeeze=False, sharex=True)[0]
-
-    ax = axes[0]
-    drew = _plot_series(ax, *loss["train"], color=_TRAIN_COLOUR, label="train")
-    drew |= _plot_series(ax, *loss["val"], color=_VAL_COLOUR, label="validation")
-    ax.set_title("loss")
-    ax.set_ylabel("cross-entropy")
-    if drew:
-        ax.legend(fontsize=8)
-    else:
-        _no_data(ax)
-
-    ax = axes[1]
-    styles = {
-        "train_top1_error": {"color": _TRAIN_COLOUR, "linestyle": "-", "label": "train top-1"},
-        "val_top1_error": {"color": _VAL_COLOUR, "linestyle": "-", "label": "validation top-1"},
-        "val_top5_error": {"color": _VAL_COLOUR, "linestyle": "--", "label": "validation top-5"},
-    }
-    drew = False
-    for key in error_keys:
-        xs, ys = errors[key]
-        drew |= _plot_series(ax, xs, [y * scale for y in ys], **styles[key])
-    ax.set_title("error")
-    ax.set_ylabel("error (%)")
-    if drew:
-        ax.legend(fontsize=8)
-    else:
-        _no_data(ax)
-
-    if lr_y_positive:
-        ax = axes[2]
-        xs = [x for x, _ in lr_y_positive]
-        ys = [y for _, y in lr_y_positive]
-        # "steps-mid" puts each step halfway between two epochs, where the drop lines are drawn.
-        _plot_series(ax, xs, ys, color="tab:green", drawstyle="steps-mid")
-        ax.set_yscale("log")
-        ax.set_title("learning rate")
-        ax.set_ylabel("learning rate (log scale)")
-        for x, factor in drops:
-            ax.annotate(
-                f"/{factor:.3g}",
-                xy=(x - 0.5, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2, -2),
-                textcoords="offset points",
-                ha="left",
-                va="top",
-                fontsize=7,
-                color="0.35",
-            )
-
+    _draw_loss_panel(axes[0], metrics, epochs)
+    _draw_error_panel(axes[1], metrics, epochs, errors_as_fraction)
+    if lr_points:
+        _draw_lr_panel(axes[2], lr_points, drops)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
@@ -258,15 +205,74 @@ def plot_training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if epochs and max(epochs) - min(epochs) < 4:  # a few epochs: half an epoch of margin each side
         axes[0].set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-
-    if title is None:
-        speeds = _series(metrics, "images_per_second", epochs)[1]
-        title = f"{len(metrics)} epoch{'s' if len(metrics) != 1 else ''}"
-        if speeds:
-            title += f", median {np.median(speeds):.1f} images/s"
-    fig.suptitle(title)
+    fig.suptitle(title if title is not None else _default_title(metrics, epochs))
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _default_title(metrics: list[dict], epochs: list[float]) -> str:
+    """ "N epochs", and the median speed when the metrics have one."""
+    speeds = _series(metrics, "images_per_second", epochs)[1]
+    title = f"{len(metrics)} epoch{'s' if len(metrics) != 1 else ''}"
+    if speeds:
+        title += f", median {np.median(speeds):.1f} images/s"
+    return title
+
+
+def _draw_loss_panel(ax: Any, metrics: list[dict], epochs: list[float]) -> None:
+    drew = _plot_series(ax, *_series(metrics, "train_loss", epochs), color=_TRAIN_COLOUR, label="train")
+    drew |= _plot_series(ax, *_series(metrics, "val_loss", epochs), color=_VAL_COLOUR, label="validation")
+    ax.set_title("loss")
+    ax.set_ylabel("cross-entropy")
+    if drew:
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax)
+
+
+_ERROR_STYLES = {
+    "train_top1_error": {"color": _TRAIN_COLOUR, "linestyle": "-", "label": "train top-1"},
+    "val_top1_error": {"color": _VAL_COLOUR, "linestyle": "-", "label": "validation top-1"},
+    "val_top5_error": {"color": _VAL_COLOUR, "linestyle": "--", "label": "validation top-5"},
+}
+
+
+def _draw_error_panel(ax: Any, metrics: list[dict], epochs: list[float], as_fraction: bool | None) -> None:
+    errors = {key: _series(metrics, key, epochs) for key in _ERROR_STYLES}
+    if as_fraction is None:
+        values = [v for _, ys in errors.values() for v in ys]
+        as_fraction = bool(values) and max(values) <= 1.0
+    scale = 100.0 if as_fraction else 1.0
+    drew = False
+    for key, (xs, ys) in errors.items():
+        drew |= _plot_series(ax, xs, [y * scale for y in ys], **_ERROR_STYLES[key])
+    ax.set_title("error")
+    ax.set_ylabel("error (%)")
+    if drew:
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax)
+
+
+def _draw_lr_panel(ax: Any, points: list[tuple[float, float]], drops: list[tuple[float, float]]) -> None:
+    """The learning rate on a log scale, each drop labelled with its factor ("/10")."""
+    # "steps-mid" puts each step halfway between two epochs, where the drop lines are drawn.
+    _plot_series(ax, [x for x, _ in points], [y for _, y in points], color="tab:green", drawstyle="steps-mid")
+    ax.set_yscale("log")
+    ax.set_title("learning rate")
+    ax.set_ylabel("learning rate (log scale)")
+    for x, factor in drops:
+        ax.annotate(
+            f"/{factor:.3g}",
+            xy=(x - 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -2),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=7,
+            color="0.35",
+        )
 
 
 # ----------------------------------------------------------------------------- kernel grid (Fig. 3)

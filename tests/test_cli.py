@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.cli import build_parser, main, sample_indices
+from alexnet.cli import build_parser, main
 from alexnet.data import load_fashion_mnist, make_fake_imagefolder
+from alexnet.figures import sample_indices
 from minigrad import backend
 
 
@@ -140,7 +141,7 @@ def test_a_plot_that_fails_after_training_is_a_warning_not_a_failure(tmp_path, c
     def broken_plot(run_dir, device):
         raise RuntimeError("no display (simulated)")
 
-    monkeypatch.setattr("alexnet.cli.plot_run", broken_plot)
+    monkeypatch.setattr("alexnet.figures.plot_run", broken_plot)
     assert main(["train", "--data", "bundled"]) == 0
     captured = capsys.readouterr()
     assert (

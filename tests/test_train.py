@@ -17,8 +17,11 @@ import pytest
 
 from alexnet import checkpoint as ckpt
 from alexnet.checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, write_text_atomically
+from alexnet.config import TrainConfig
 from alexnet.model import build_model
-from alexnet.train import TrainConfig, TrainingDiverged, load_model, prepare_data, restore_model, train
+from alexnet.run_data import prepare_data
+from alexnet.runs import load_model, restore_model
+from alexnet.train import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +209,7 @@ def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
 
 @pytest.mark.parametrize("setting", ["epochs", "batch_size", "val_size", "max_train_images"])
 def test_a_config_with_a_count_below_one_is_refused(setting, tmp_path):
-    with pytest.raises(ValueError, match=f"{setting} must be a whole number of at least 1, got 0"):
+    with pytest.raises(ValueError, match=f"{setting} must be a whole number >= 1, got 0"):
         train(small_config(tmp_path / "run", **{setting: 0}), log=quiet)
     assert not (tmp_path / "run").exists()
 

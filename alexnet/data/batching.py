@@ -1,4 +1,7 @@
-"""Mini-batches: `iterate_batches` (one epoch) and the `DataLoader` class around it."""
+"""Mini-batches: `iterate_batches` (one epoch) and the `DataLoader` class around it.
+
+May import: `alexnet.data.transforms`, NumPy, the standard library.
+"""
 
 from __future__ import annotations
 

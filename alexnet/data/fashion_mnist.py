@@ -1,5 +1,8 @@
 """Fashion-MNIST: find the full data set (`load_fashion_mnist`) or fall back to the class-balanced subset
-that ships inside the package (`load_fashion_mnist_subset`)."""
+that ships inside the package (`load_fashion_mnist_subset`).
+
+May import: `alexnet.data.idx`, NumPy, the standard library.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""IDX files, the format of MNIST and Fashion-MNIST: `read_idx`, `write_idx`."""
+"""IDX files, the format of MNIST and Fashion-MNIST: `read_idx`, `write_idx`.
+
+May import: NumPy, the standard library.
+"""
 
 from __future__ import annotations
 

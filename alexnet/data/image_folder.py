@@ -1,4 +1,7 @@
-"""Images in ImageNet's folder layout: `load_image` (the paper's resize and centre crop) and `ImageFolder`."""
+"""Images in ImageNet's folder layout: `load_image` (the paper's resize and centre crop) and `ImageFolder`.
+
+May import: NumPy, Pillow, the standard library.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Generated images in ImageNet's folder layout, for tests, benchmarks and trying the full-size pipeline
-without ImageNet (none ships anywhere here)."""
+without ImageNet (none ships anywhere here).
+
+May import: NumPy, Pillow, the standard library.
+"""
 
 from __future__ import annotations
 
