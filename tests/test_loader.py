@@ -41,13 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_store(root: Path, n: int, size: int = 32, classes: int = 5, seed: int = 0, n_val: int = 7) -> Path:
-    """A prepared store of random images (smooth per class plus noise), written without decoding any file."""
+    """A prepared store of random images (a colour per class plus noise), written without decoding any file."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    base = rng.uniform(40, 215, size=(classes, 3, 1, 1))
-    images = np.clip(base[labels] + rng.normal(0, 30, size=(n, 3, size, size)), 0, 255).astype(np.uint8)
-    val = np.clip(base[np.arange(n_val) % classes] + rng.normal(0, 30, (n_val, 3, size, size)), 0, 255)
-    splits = {"train": (images, labels), "val": (val.astype(np.uint8), np.arange(n_val) % classes)}
+    base = rng.integers(40, 160, size=(classes, 3, 1, 1), dtype=np.uint8)
+
+    def images(count: int) -> np.ndarray:
+        return base[np.arange(count) % classes] + rng.integers(0, 96, (count, 3, size, size), dtype=np.uint8)
+
+    splits = {"train": (images(n), np.arange(n) % classes), "val": (images(n_val), np.arange(n_val) % classes)}
     return write_store(root, [f"c{i}" for i in range(classes)], splits)
 
 

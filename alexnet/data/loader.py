@@ -397,6 +397,13 @@ class BackgroundLoader:
             self._pool.close()
         self._pool = self._buffer = self._inline = None
 
+    def _stop_now(self) -> None:
+        """End the workers without waiting for their tasks (after Ctrl-C), then close."""
+        if self._pool is not None:
+            self._pool.close(now=True)
+        self._pool = None
+        self.close()
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The batches of epoch `epoch`, from batch `start_batch` on (to resume exactly where a run stopped)."""
         if not 0 <= start_batch <= len(self):
@@ -459,8 +466,9 @@ class BackgroundLoader:
                     raise errors[batch]
                 held = slots.pop(batch)
                 yield self._hand_out(batch, held)
-        except KeyboardInterrupt:
-            self.close()  # Ctrl-C while waiting for a batch: end the workers now
+        except KeyboardInterrupt:  # Ctrl-C while waiting for a batch: end the workers now
+            self._active = None  # this generator is running: close() must not try to close it
+            self._stop_now()
             raise
         finally:
             self._settle(owner)
@@ -495,7 +503,10 @@ class BackgroundLoader:
         try:
             while self._pool.in_flight:
                 self._pool.next_result()
-        except BaseException:  # a broken pool, or Ctrl-C while waiting: end the workers
+        except KeyboardInterrupt:
+            self._stop_now()
+            raise
+        except BaseException:  # a broken pool: end the workers
             self.close()
             raise
 

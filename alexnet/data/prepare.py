@@ -83,7 +83,7 @@ class PrepareReport:
     images: dict[str, int]  # readable images per split in the store
     bad: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) found by this call
     decoded: int = 0  # files this call decoded (readable or not)
-    seconds: float = 0.0  # wall time of the decoding step
+    seconds: float = 0.0  # wall time of the decoding step (workers started, statistics not included)
     workers: int = 0
     complete: bool = False  # meta.json written: the store is ready
     start_method: str | None = None  # how the workers were started (None: the default)
@@ -94,8 +94,9 @@ class PrepareReport:
 
 
 def _log_default(message: str) -> None:
-    # tqdm.write keeps a running progress bar intact; warnings go to stderr, the rest to stdout.
-    tqdm.write(message, file=sys.stderr if message.startswith("warning") else sys.stdout)
+    # tqdm.write keeps a running progress bar intact; warnings and interruptions go to stderr, the rest to stdout.
+    to_stderr = message.startswith(("warning", "interrupted"))
+    tqdm.write(message, file=sys.stderr if to_stderr else sys.stdout)
 
 
 # ----------------------------------------------------------------------------- step 2: open OUT
@@ -229,12 +230,19 @@ class _DoneMasks:
             os.close(fd)
 
 
-def _tasks(splits: dict[str, SplitListing], masks: _DoneMasks) -> list[tuple[str, str, list[int], list[str]]]:
+def _tasks(
+    splits: dict[str, SplitListing], masks: _DoneMasks, workers: int
+) -> list[tuple[str, str, list[int], list[str]]]:
+    """The decode tasks: (split, root, rows, files), ROWS_PER_TASK rows each, fewer for small jobs (so that
+    every worker gets several tasks)."""
+    pending = {name: masks.pending(name).tolist() for name in splits}
+    total = sum(len(rows) for rows in pending.values())
+    step = max(1, min(ROWS_PER_TASK, total // (4 * max(1, workers))))
     tasks = []
     for name, listing in splits.items():
-        rows = masks.pending(name).tolist()
-        for start in range(0, len(rows), ROWS_PER_TASK):
-            part = rows[start : start + ROWS_PER_TASK]
+        rows = pending[name]
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
             tasks.append((name, str(listing.root), part, [listing.files[r] for r in part]))
     return tasks
 
@@ -374,17 +382,17 @@ def _decode_and_finish(
     log: Callable[[str], None],
 ) -> PrepareReport:
     masks = _DoneMasks(out, list(splits))
-    tasks = _tasks(splits, masks)
+    tasks = _tasks(splits, masks, report.workers)
     total = sum(len(t[2]) for t in tasks)
     counts = _Progress(splits, max_bad)
     pool = None
-    start = time.perf_counter()
     try:
         if report.workers > 0 and tasks:
             initargs = (str(out), list(splits), plan["size"])
             pool = WorkerPool(report.workers, _init_decode_worker, initargs, report.start_method)
         else:
             _init_decode_worker(str(out), list(splits), plan["size"])
+        start = time.perf_counter()  # the decoding rate, from the moment every worker is ready
         with tqdm(total=total, unit="img", desc="prepare", disable=not progress, smoothing=0.05) as bar:
             finished = _run_decoding(tasks, pool, counts, masks, bar, log, stop_after)
         report.seconds = time.perf_counter() - start
@@ -399,6 +407,8 @@ def _decode_and_finish(
             return report
         meta = finish_store(out, classes, plan["size"], pool, extra={"source": plan["source"]})
     except KeyboardInterrupt:
+        if pool is not None:
+            pool.close(now=True)
         log(f"interrupted after {counts.decoded:,} of {total:,} files; run the same command again to resume")
         raise
     finally:

@@ -260,9 +260,14 @@ class WorkerPool:
                     "Out of memory is the usual cause of SIGKILL: fewer workers or a smaller batch/prefetch help."
                 )
 
-    def close(self) -> None:
-        """Stop every worker (each finishes its current task) and reap it; idempotent."""
+    def close(self, now: bool = False) -> None:
+        """Stop every worker and reap it; idempotent. Each worker finishes its current task first, unless `now`
+        (after Ctrl-C: a task's result is no longer wanted, and it may be stuck, e.g. reading a hung file)."""
         self.broken = True
+        if now and self._finalizer.alive:
+            for proc in self._procs:
+                if proc.exitcode is None:
+                    proc.terminate()
         self._finalizer()
 
 
