@@ -19,7 +19,7 @@ from alexnet.data import channel_mean_std, load_image, make_fake_imagefolder, rg
 from alexnet.data.decode import decode_image
 from alexnet.data.layout import LayoutError, list_source, read_class_index
 from alexnet.data.prepare import PrepareError, prepare, prepare_main
-from alexnet.data.store import BAD, DONE, PreparedStore, StoreError, write_store
+from alexnet.data.store import BAD, DONE, PreparedStore, Statistics, StoreError, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # stored image side in these tests: small, so a test prepares a tree in well under a second
@@ -242,6 +242,12 @@ def test_store_statistics_are_the_plain_definitions(special_tree, tmp_path):
     np.testing.assert_allclose(stats.eigvals, eigvals, rtol=1e-5)
     np.testing.assert_allclose(stats.eigvecs, eigvecs, atol=1e-5)
     assert PreparedStore(tmp_path / "out", "val").statistics.images == len(store)  # the training set's, in every split
+    stats.save(tmp_path / "stats.npz")
+    back = Statistics.load(tmp_path / "stats.npz")
+    for name in ("mean_image", "channel_mean", "channel_std", "eigvals", "eigvecs"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(stats, name))
+        assert getattr(back, name).dtype == np.float32
+    assert back.images == stats.images
 
 
 def test_too_many_unreadable_files_is_an_error_that_says_so(special_tree, tmp_path):

@@ -54,7 +54,7 @@ from alexnet.data.store import (
     read_meta,
     write_json,
 )
-from alexnet.data.workers import WorkerPool, usable_cores
+from alexnet.data.workers import WorkerDied, WorkerError, WorkerPool, usable_cores
 
 # Rows per task: enough to make the cost of a message negligible, few enough to spread the work evenly.
 ROWS_PER_TASK = 16
@@ -114,7 +114,7 @@ def _make_plan(src: Path, classes: list[str], splits: dict[str, SplitListing], s
 
 
 def _check_out(out: Path, plan: dict[str, Any], overwrite: bool) -> str:
-    """ "new", "resume" or "complete": what OUT holds, or a PrepareError when it holds something else."""
+    """What OUT holds: "new" (nothing of ours), "resume" or "complete"; a PrepareError when something else."""
     plan_file = out / "plan.json"
     if plan_file.is_file():
         old = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -492,7 +492,7 @@ def run_prepare(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=args.progress,
         )
-    except (LayoutError, PrepareError, StoreError, FileNotFoundError) as exc:
+    except (LayoutError, PrepareError, StoreError, FileNotFoundError, WorkerError, WorkerDied, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

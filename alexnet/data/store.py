@@ -152,6 +152,16 @@ class Statistics:
             "eigvecs": [[float(v) for v in row] for row in self.eigvecs],
         }
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write them to one .npz file (e.g. next to a run's checkpoint, so predicting needs no store)."""
+        np.savez(path, **{f: np.asarray(getattr(self, f)) for f in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Statistics:
+        """Read what `save` wrote."""
+        with np.load(path) as data:
+            return cls(**{f: data[f] if f != "images" else int(data[f]) for f in cls.__dataclass_fields__})
+
     @classmethod
     def from_json(cls, data: dict[str, Any], mean_image: np.ndarray) -> Statistics:
         f32 = np.float32
