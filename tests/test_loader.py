@@ -29,7 +29,7 @@ from alexnet.data.augment import (
     train_sample,
     train_sample_plain,
 )
-from alexnet.data.loader import BackgroundLoader, BadImageWarning, RawFolderSource, eval_batches
+from alexnet.data.loader import BackgroundLoader, BadImageWarning, RawFolderSource, Subset, eval_batches
 from alexnet.data.prepare import prepare
 from alexnet.data.store import PreparedStore, Statistics, write_store
 from alexnet.data.workers import WorkerDied, WorkerError
@@ -239,6 +239,22 @@ def test_rank_slices_put_together_are_the_global_batch(store_dir, mode):
     for b, (x, y) in enumerate(whole):
         np.testing.assert_array_equal(np.concatenate([r[b][0] for r in ranks], axis=axis), x)
         np.testing.assert_array_equal(np.concatenate([r[b][1] for r in ranks]), y)
+
+
+def test_a_subset_of_a_store(store_dir):
+    store = PreparedStore(store_dir)
+    indices = np.random.default_rng(0).permutation(len(store))[:20]
+    subset = Subset(store, indices)
+    assert len(subset) == 20 and subset.statistics is store.statistics
+    np.testing.assert_array_equal(subset.labels, store.labels[indices])
+    with BackgroundLoader(subset, 8, crop=25, workers=2, mode="center") as loader:
+        batches = all_batches(loader, 0)
+    norm = Normalization.from_statistics(store.statistics, "image")
+    assert [len(y) for _, y in batches] == [8, 8, 4]
+    expected = center_sample_plain(store.read(indices[11]), 25, norm)
+    np.testing.assert_allclose(batches[1][0][3], expected, atol=ATOL_F32)
+    with pytest.raises(ValueError, match=r"subset indices must be in 0\.\.44"):
+        Subset(store, [3, 45])
 
 
 def test_ten_crop_batches(store_dir):

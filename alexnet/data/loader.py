@@ -26,8 +26,9 @@ How it works, and the guarantees:
   `world_size` takes positions [r*g/W, (r+1)*g/W) of a global batch of g images, with the same per-position
   random numbers, so the ranks' slices put together are the single-process batch.
 
-Sources: `alexnet.data.store.PreparedStore` and `RawFolderSource` (decodes files in the workers; unreadable
-files are skipped with a warning naming each, their place in the batch taken by the next readable image).
+Sources: `alexnet.data.store.PreparedStore`, `RawFolderSource` (decodes files in the workers; unreadable
+files are skipped with a warning naming each, their place in the batch taken by the next readable image), and
+`Subset(source, indices)` of either.
 
 May import: NumPy, Pillow, the standard library, alexnet.data.
 """
@@ -130,6 +131,39 @@ class RawFolderSource:
 
     def release(self, indices: Sequence[int]) -> None:
         """Nothing to release: files are read, not mapped."""
+
+
+class Subset:
+    """Some images of a source, by index: `Subset(store, indices)[i]` is `store[indices[i]]`.
+
+    For a validation split held out of the training images (the learning-rate schedule's), or a smaller
+    training set. It keeps the source's statistics (the whole training set's) and pickles as the source plus
+    the (K,) index array, 8 bytes per image.
+    """
+
+    def __init__(self, source: Any, indices: Sequence[int] | np.ndarray) -> None:
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if len(self.indices) and not (0 <= self.indices.min() and self.indices.max() < len(source)):
+            raise ValueError(f"subset indices must be in 0..{len(source) - 1}")
+        self.size, self.classes = source.size, source.classes
+        self.labels = np.asarray(source.labels[self.indices], dtype=np.int64)
+        self.statistics = getattr(source, "statistics", None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, index: int) -> np.ndarray:
+        return self.source.read(int(self.indices[index]))
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        self.source.prefetch([int(self.indices[i]) for i in indices])
+
+    def release(self, indices: Sequence[int]) -> None:
+        self.source.release([int(self.indices[i]) for i in indices])
+
+    def describe(self, index: int) -> str:
+        return self.source.describe(int(self.indices[index]))
 
 
 def estimate_statistics(source: Any, count: int = 1000, seed: int = 0) -> Statistics:
@@ -570,6 +604,7 @@ __all__ = [
     "BadImageWarning",
     "ImageSource",
     "RawFolderSource",
+    "Subset",
     "WorkerDied",
     "WorkerError",
     "estimate_statistics",
