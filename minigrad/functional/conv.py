@@ -42,7 +42,7 @@ class Conv2d(Function):
         o, cg, kh, kw = w.shape
         cols = im2col(x, kh, kw, self.stride, self.padding)  # (C, KH, KW, N, OH, OW)
         oh, ow = cols.shape[-2:]
-        cols = cols.reshape(g, cg * kh * kw, n * oh * ow)  # group g's rows: the windows of its channels
+        cols = cols.reshape(g, cg * kh * kw, n * oh * ow)  # (G, K, N*L): a group's rows hold its channels' windows
         y = xp.matmul(w.reshape(g, o // g, cg * kh * kw), cols)  # (G, O/G, N*L): Y_g = W_g @ cols_g
         y = y.reshape(o, n, oh, ow)
         if b is not None:
