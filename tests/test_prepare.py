@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from PIL import Image
 from alexnet.data import channel_mean_std, load_image, make_fake_imagefolder, rgb_pca
 from alexnet.data.decode import decode_image
 from alexnet.data.layout import LayoutError, list_source, read_class_index
-from alexnet.data.prepare import PrepareError, prepare, prepare_main
+from alexnet.data.prepare import PrepareError, build_prepare_parser, prepare, prepare_main, run_prepare
 from alexnet.data.store import BAD, DONE, PreparedStore, Statistics, StoreError, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,25 +316,22 @@ def test_flat_validation_store_matches_the_class_folder_store(tmp_path):
 
 def test_the_command_line(tmp_path, capsys):
     src = make_tree(tmp_path / "src")
-    assert prepare_main([str(src), str(tmp_path / "out"), "--size", str(SIZE), "--workers", "0", "--no-progress"]) == 0
+    common = ["--size", str(SIZE), "--workers", "0", "--no-progress"]
+    assert prepare_main([str(src), str(tmp_path / "out"), *common]) == 0
     assert "images/s with 0 worker(s)" in capsys.readouterr().out
     (src / "train" / "n00000001" / "broken.JPEG").write_text("junk")
-    status = prepare_main([str(src), str(tmp_path / "out2"), "--size", str(SIZE), "--workers", "0", "--no-progress"])
+    status = prepare_main([str(src), str(tmp_path / "out2"), *common])
     captured = capsys.readouterr()
     assert status == 1 and "error:" in captured.err and "more than max_bad = 1%" in captured.err
     assert "broken.JPEG" in captured.err
-    args = [
-        str(src),
-        str(tmp_path / "out2"),
-        "--size",
-        str(SIZE),
-        "--workers",
-        "0",
-        "--no-progress",
-        "--max-bad",
-        "10%",
-    ]
-    assert prepare_main(args) == 0
+    assert prepare_main([str(src), str(tmp_path / "out2"), *common, "--max-bad", "10%"]) == 0
+    # as a sub-command of a larger parser, the way `alexnet prepare` is wired
+    parser = argparse.ArgumentParser(prog="alexnet")
+    build_prepare_parser(parser.add_subparsers(dest="command", required=True))
+    parsed = parser.parse_args(["prepare", str(src), str(tmp_path / "out2"), *common, "--max-bad", "0.1"])
+    assert parsed.func == "prepare" and parsed.max_bad == 0.1
+    capsys.readouterr()
+    assert run_prepare(parsed) == 0 and "already prepared" in capsys.readouterr().out
 
 
 def test_write_store_round_trip(tmp_path):

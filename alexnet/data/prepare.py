@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -452,29 +453,54 @@ def _fraction(text: str) -> float:
     return value
 
 
+_PREPARE_EXAMPLES = """examples:
+  alexnet prepare ~/imagenet ~/imagenet-256                 # SRC/train/<wnid>/*.JPEG, SRC/val/ (+ val_labels.csv)
+  alexnet prepare ~/imagenet ~/imagenet-256 --workers 8     # the same command again resumes an interrupted run
+  alexnet prepare ~/imagenet ~/imagenet-256 --val-labels LOC_val_solution.csv --class-index LOC_synset_mapping.txt
+"""
+
+
 def build_prepare_parser(subparsers: Any = None) -> argparse.ArgumentParser:
-    """The `prepare` sub-command's parser, added to `subparsers` (argparse's) or standalone when None."""
+    """The `prepare` sub-command's parser, added to `subparsers` (argparse's) or standalone when None.
+
+    It sets `func="prepare"` (the `alexnet` command's dispatch key); `run_prepare(args)` runs it.
+    """
     description = (
         "Decode SRC/train and SRC/val once (shorter side to SIZE, centre square) into a memory-mapped uint8 store "
-        "in OUT, with the training set's mean image and RGB eigen-pairs. Interrupt it any time; running the same "
-        "command again resumes. Needs about 3 x SIZE^2 bytes per image (197 KB at 256)."
+        "in OUT, with the training set's mean image, channel mean/std and RGB eigen-pairs. Interrupt it any time; "
+        "the same command resumes. Needs 3 x SIZE^2 bytes per image (197 KB at 256: 252 GB for ImageNet's "
+        "training set). Unreadable files are skipped and listed in OUT/bad_files.txt."
     )
-    kwargs: dict[str, Any] = {"description": description, "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    kwargs: dict[str, Any] = {
+        "description": textwrap.fill(description, 100),
+        "epilog": _PREPARE_EXAMPLES,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
     if subparsers is not None:
-        p = subparsers.add_parser("prepare", help="decode an image folder once into a store", **kwargs)
+        p = subparsers.add_parser("prepare", help="decode an image folder once into a memory-mapped store", **kwargs)
     else:
         p = argparse.ArgumentParser(prog="alexnet prepare", **kwargs)
     p.add_argument("src", help="the data set: SRC/train/<class>/<image> and SRC/val/ (class folders, or flat + CSV)")
     p.add_argument("out", help="the folder to write the store to (created; resumed if it holds this preparation)")
-    p.add_argument("--size", type=int, default=256, help="side of the stored images")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all usable cores)")
-    p.add_argument("--class-index", default=None, help="class names in index order (one per line, or JSON)")
+    p.add_argument("--size", type=int, default=256, help="side of the stored images (default: 256, the paper's)")
     p.add_argument(
-        "--val-labels", default=None, help="CSV filename,class for a flat val/ (default: SRC/val_labels.csv)"
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: every usable core; 0: decode in this process)",
     )
-    p.add_argument("--max-bad", type=_fraction, default=0.01, help="unreadable files allowed per split (0.01 or 1%%)")
+    p.add_argument(
+        "--class-index", default=None, help="class names in index order, one per line or JSON (default: sorted folders)"
+    )
+    p.add_argument(
+        "--val-labels", default=None, help="CSV of filename,class rows for a flat val/ (default: SRC/val_labels.csv)"
+    )
+    p.add_argument(
+        "--max-bad", type=_fraction, default=0.01, help="unreadable files allowed per split: 0.01 or 1%% (default: 1%%)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a preparation of other files in OUT")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func="prepare")
     return p
 
 
