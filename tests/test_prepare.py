@@ -160,6 +160,9 @@ def test_class_index_file_sets_the_class_order(tmp_path, fmt):
     else:
         path.write_text(json.dumps({c: i for i, c in enumerate(order)}))
     assert read_class_index(path) == order
+    (tmp_path / "twice.txt").write_text("n00000002\nn00000000\nn00000002\n")
+    with pytest.raises(LayoutError, match="more than once: n00000002"):
+        read_class_index(tmp_path / "twice.txt")
     classes, splits = list_source(src, class_index=path)
     assert classes == order
     first = splits["train"].files[0]

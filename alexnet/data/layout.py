@@ -12,7 +12,7 @@
 Only files ending in .jpeg, .jpg or .png (any case) count as images; hidden files and others are ignored and
 counted. A class folder without images, or a split without any, is an error that names the folder.
 
-May import: NumPy, the standard library.
+May import: NumPy, the standard library, alexnet.data.image_folder (for IMAGE_EXTENSIONS).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def read_class_index(path: str | os.PathLike) -> list[str]:
         names = [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not names:
         raise LayoutError(f"{path} lists no classes")
-    duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise LayoutError(f"{path} lists these classes more than once: {', '.join(duplicates[:5])}")
     return names
