@@ -263,6 +263,7 @@ def kernel_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.pop("MPLBACKEND", None)  # let the kernel use its inline backend for figures
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # executing a lesson writes nothing into the repository
+    env["MINIGRAD_QUIET"] = "1"  # no compile notice on stderr: outputs do not depend on Numba's cache
     return env
 
 
