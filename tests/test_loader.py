@@ -316,8 +316,8 @@ def test_memory_is_flat_in_the_number_of_images(tmp_path):
             peaks[n] = max(peak_rss_kb(pid) for pid in loader.worker_pids)
     store_growth_kb = (large - small) * 3 * 64 * 64 // 1024
     # Each worker reads half of the images: if it kept their pages mapped it would grow by about
-    # store_growth_kb / 2. What may grow: the epoch's order (8 bytes per image) and allocator noise.
-    assert peaks[large] - peaks[small] < 1024 + 8 * large // 1024, (peaks, store_growth_kb)
+    # store_growth_kb / 2 (11 MB). What may grow: the epoch's order (8 bytes per image) and allocator noise.
+    assert peaks[large] - peaks[small] < 2048 + 8 * large // 1024, (peaks, store_growth_kb)
 
 
 def test_a_task_exception_reaches_the_caller(store_dir):
