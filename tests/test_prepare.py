@@ -325,7 +325,7 @@ def test_the_command_line(tmp_path, capsys):
     (src / "train" / "n00000001" / "broken.JPEG").write_text("junk")
     status = prepare_main([str(src), str(tmp_path / "out2"), *common])
     captured = capsys.readouterr()
-    assert status == 1 and "error:" in captured.err and "more than max_bad = 1%" in captured.err
+    assert status == 2 and "error:" in captured.err and "more than max_bad = 1%" in captured.err
     assert "broken.JPEG" in captured.err
     assert prepare_main([str(src), str(tmp_path / "out2"), *common, "--max-bad", "10%"]) == 0
     # as a sub-command of a larger parser, the way `alexnet prepare` is wired

@@ -505,7 +505,9 @@ def build_prepare_parser(subparsers: Any = None) -> argparse.ArgumentParser:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Run `alexnet prepare` from parsed arguments; returns the exit status (0, 1 on a data error, 130 on Ctrl-C)."""
+    """Run `alexnet prepare` from parsed arguments; returns the exit status like the other `alexnet` commands:
+    0, 2 for unusable input (layout, too many unreadable files, OUT holding something else), 1 when the run
+    failed (a worker crashed, the disk is full), 130 after Ctrl-C."""
     try:
         prepare(
             args.src,
@@ -518,7 +520,10 @@ def run_prepare(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=args.progress,
         )
-    except (LayoutError, PrepareError, StoreError, FileNotFoundError, WorkerError, WorkerDied, OSError) as exc:
+    except (LayoutError, PrepareError, StoreError, FileNotFoundError) as exc:  # the input: fix it, run again
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (WorkerError, WorkerDied, OSError) as exc:  # the run failed (a crashed worker, a full disk)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
