@@ -13,7 +13,8 @@ Modules, in the order a reader meets them (each imports only modules above it, a
 - `train`: the training loop in named steps (set-up or resume, one epoch, end of epoch, final test).
 - `inference`: a trained model applied to image files (probabilities, fc7 features).
 - `plots`, `figures`: matplotlib figures, and the figures of a run folder.
-- `cli`: the `alexnet` command.
+- `arguments`, `cli`: the `alexnet` command's parser (flags, ranges, examples) and its commands;
+  `__main__` makes `python -m alexnet` the same command.
 """
 
 __version__ = "0.1.0"

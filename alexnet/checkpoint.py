@@ -97,9 +97,18 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     """Read a checkpoint: (arrays, meta). Raises CheckpointError with the reason for a bad file."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "checkpoint.npz").exists():
+            raise FileNotFoundError(f"{path} is not a run folder (expected {path / 'checkpoint.npz'}: none there)")
         path = path / "checkpoint.npz"
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path} (expected a run folder or a checkpoint .npz file)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # not a zip (.npz) file at all: e.g. an image given where the run folder goes
+        raise CheckpointError(
+            f"{path} is not a run folder or a checkpoint (expected a folder holding checkpoint.npz, "
+            "or an .npz file written by alexnet train)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             if "meta" not in data.files:

@@ -45,6 +45,14 @@ class EvalResult:
         }
 
 
+def _ten_crop_views(x: np.ndarray, size: int) -> np.ndarray:
+    """The paper's 10 crops of a batch (10, B, C, size, size); for images of exactly the crop size the five
+    crops coincide, so only the 2 distinct views (the image and its mirror), whose average is the same."""
+    if x.shape[-2:] == (size, size):
+        return np.stack([x, x[..., ::-1]])
+    return data.ten_crop(x, size)
+
+
 def predict_logits(
     model: AlexNet,
     images: np.ndarray,
@@ -71,11 +79,11 @@ def predict_logits(
         with no_grad():
             for x, _ in tqdm(batches, total=-(-len(images) // batch_size), desc="eval", disable=not progress):
                 if ten_crop:
-                    crops = data.ten_crop(x, size)  # (10, B, C, size, size)
-                    b = x.shape[0]
-                    flat = np.ascontiguousarray(crops.reshape(10 * b, *crops.shape[2:]))
+                    views = _ten_crop_views(x, size)  # (V, B, C, size, size)
+                    v, b = views.shape[:2]
+                    flat = np.ascontiguousarray(views.reshape(v * b, *views.shape[2:]))
                     logits = model(Tensor(backend.to_device(flat, device)))
-                    probs = F.softmax(logits, axis=1).numpy().reshape(10, b, -1).mean(axis=0)
+                    probs = F.softmax(logits, axis=1).numpy().reshape(v, b, -1).mean(axis=0)
                     outs.append(np.log(np.maximum(probs, np.float32(1e-30))))
                 else:
                     if x.shape[-1] != size or x.shape[-2] != size:
@@ -102,3 +110,26 @@ def evaluate(
     logp = logits if ten_crop else F.log_softmax(Tensor(logits), axis=1).numpy()
     loss = float(-logp[np.arange(len(labels)), labels].mean())
     return EvalResult(loss, top_k_error(logits, labels, 1), top_k_error(logits, labels, 5), len(labels))
+
+
+def ten_crop_notes(image_size: tuple[int, int], crop: int, trained_with_flips: bool | None) -> list[str]:
+    """What a 10-crop test of these images means, when it is not the paper's 10 distinct views.
+
+    image_size: (H, W) of the stored test images; crop: the model's input size; trained_with_flips: the
+    run's `augment` setting (None when unknown).
+    """
+    notes = []
+    views = data.distinct_ten_crop_views(*image_size, crop)
+    if views < 10:
+        h, w = image_size
+        detail = " (the image and its mirror)" if views == 2 else ""
+        notes.append(
+            f"the test images are {h}x{w} and the crop {crop}x{crop}, so the 10 crops are only {views} distinct "
+            f"views{detail}"
+        )
+    if trained_with_flips is False:
+        notes.append(
+            "the run was trained without flips (augmentation off), so the mirrored views are images it never "
+            "saw: 10-crop can score below the centre crop"
+        )
+    return notes

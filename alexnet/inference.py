@@ -58,20 +58,95 @@ def features(
     return np.concatenate(out) if out else np.zeros((0, model.config.fc_width), np.float32)
 
 
-def read_image(model: AlexNet, path: str | os.PathLike) -> np.ndarray:
-    """An image file as the model's input: (C, S, S) uint8.
+@dataclass
+class ModelImage:
+    """An image file as a model's input, and what was done to it to get there."""
 
-    Greyscale models get the file in grey, resized to S x S; colour models get it the paper's way (shorter
-    side to 256, or proportionally less for small models, centre square, then the centre S x S crop).
-    """
+    pixels: np.ndarray  # (C, S, S) uint8
+    notes: list[str]
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _light_background(grey: np.ndarray) -> bool:
+    """Whether the border of a grey (H, W) uint8 image is mostly light (Fashion-MNIST's is black)."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return float(border.mean()) > 127.5
+
+
+def _fit_in_square(grey: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
+    """Scale a grey (H, W) image so its longer side is `size`, keeping its aspect ratio, and centre it on a
+    black size x size square (Fashion-MNIST's objects are centred on black). Returns it and a note."""
     from PIL import Image
 
+    h, w = grey.shape
+    if (h, w) == (size, size):
+        return grey, None
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = np.asarray(Image.fromarray(grey).resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.uint8)
+    if new_h == new_w:
+        return resized, f"resized from {w}x{h} to {size}x{size}"
+    out = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    kept = f"resized from {w}x{h} to {new_w}x{new_h} (aspect ratio kept)"
+    return out, f"{kept} and centred on a black {size}x{size} square"
+
+
+def _read_grey(path: str | os.PathLike, size: int, invert: bool) -> ModelImage:
+    from PIL import Image
+
+    notes = []
+    with Image.open(path) as img:
+        if img.mode not in _GREY_MODES:
+            notes.append(f"converted from colour ({img.mode}) to grey")
+        grey = np.asarray(img.convert("L"), dtype=np.uint8)
+    if invert:
+        grey = 255 - grey
+        notes.append("inverted (--invert): dark on light became light on dark")
+    elif _light_background(grey):
+        notes.append(
+            "its background is light, but Fashion-MNIST shows light objects on a dark background: for a dark "
+            "drawing on white, add --invert"
+        )
+    grey, resized = _fit_in_square(grey, size)
+    return ModelImage(grey[None], notes + ([resized] if resized else []))
+
+
+def _read_colour(path: str | os.PathLike, size: int, invert: bool) -> ModelImage:
+    from PIL import Image
+
+    notes = []
+    with Image.open(path) as img:
+        (w, h), mode = img.size, img.mode
+    if mode in _GREY_MODES:
+        notes.append("a grey image: given three equal colour channels")
+    resize = resize_for(size)
+    pixels = data.center_crop(data.load_image(path, resize)[None], size)[0]
+    if w != h:
+        notes.append(
+            f"{w}x{h}: shorter side scaled to {resize} and the centre {resize}x{resize} kept (the paper's way: the "
+            f"ends of the longer side are cut), then the centre {size}x{size} crop"
+        )
+    if invert:
+        pixels = 255 - pixels
+        notes.append("inverted (--invert)")
+    return ModelImage(pixels, notes)
+
+
+def read_image(model: AlexNet, path: str | os.PathLike, invert: bool = False) -> ModelImage:
+    """An image file as the model's input: (C, S, S) uint8, with notes on every conversion made.
+
+    Greyscale models (Fashion-MNIST: light objects on a black background) get the file in grey, scaled to fit
+    S x S with its aspect ratio kept and centred on black; `invert` turns a dark drawing on white into that
+    convention. Colour models get it the paper's way: shorter side to 256 (or proportionally less for small
+    models), the centre square, then the centre S x S crop.
+    """
     cfg = model.config
-    if cfg.in_channels == 1:
-        with Image.open(path) as img:
-            grey = img.convert("L").resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
-            return np.asarray(grey, dtype=np.uint8)[None]
-    return data.center_crop(data.load_image(path, resize_for(cfg.image_size))[None], cfg.image_size)[0]
+    read = _read_grey if cfg.in_channels == 1 else _read_colour
+    return read(path, cfg.image_size, invert)
 
 
 @dataclass
@@ -81,15 +156,18 @@ class Prediction:
     path: str
     classes: list[str]
     probabilities: list[float]
+    notes: list[str]  # how the file was converted to the model's input
 
 
-def predict_files(model: AlexNet, meta: dict[str, Any], paths: list[str], top: int = 5) -> list[Prediction]:
+def predict_files(
+    model: AlexNet, meta: dict[str, Any], paths: list[str], top: int = 5, invert: bool = False
+) -> list[Prediction]:
     """Read each file as the model's input and rank the classes. meta: the checkpoint's (`load_model`)."""
-    images = np.stack([read_image(model, p) for p in paths])
-    probs = probabilities(model, images, *normalization(meta))
+    read = [read_image(model, p, invert) for p in paths]
+    probs = probabilities(model, np.stack([r.pixels for r in read]), *normalization(meta))
     names = class_names(meta, model)
     ranked = np.argsort(-probs, axis=1, kind="stable")[:, :top]
     return [
-        Prediction(str(path), [names[i] for i in order], [float(p[i]) for i in order])
-        for path, p, order in zip(paths, probs, ranked)
+        Prediction(str(path), [names[i] for i in order], [float(p[i]) for i in order], r.notes)
+        for path, p, order, r in zip(paths, probs, ranked, read)
     ]

@@ -74,6 +74,7 @@ class AlexNetConfig:
         num_classes: int | None = None,
         init: str | None = None,
         activation: str | None = None,
+        dropout: float | None = None,
     ) -> AlexNetConfig:
         """A copy with the paper's switches changed (None keeps the current value)."""
         cfg = self
@@ -114,6 +115,10 @@ class AlexNetConfig:
             if activation not in ACTIVATIONS:
                 raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
             cfg = dataclasses.replace(cfg, activation=activation)
+        if dropout is not None:
+            if not 0 <= dropout < 1:
+                raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            cfg = dataclasses.replace(cfg, dropout=float(dropout))
         for c in cfg.convs:
             if c.grouped and c.channels % cfg.groups:
                 raise ValueError(f"{c.channels} channels cannot be split into {cfg.groups} groups")
@@ -272,15 +277,24 @@ def build_model(
     num_classes: int | None = None,
     init: str | None = None,
     activation: str | None = None,
+    dropout: float | None = None,
 ) -> AlexNet:
     """Build a named model ('alexnet', 'alexnet-small', 'alexnet-tiny') with optional ablation switches.
 
-    None keeps the model's own setting; `activation` is "relu" (the paper's) or "tanh".
+    None keeps the model's own setting; `activation` is "relu" (the paper's) or "tanh"; `dropout` is the
+    probability of fc6's and fc7's dropout (the paper's 0.5).
     """
     if name not in CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}")
     cfg = CONFIGS[name].with_options(
-        lrn=lrn, groups=groups, overlap=overlap, width=width, num_classes=num_classes, init=init, activation=activation
+        lrn=lrn,
+        groups=groups,
+        overlap=overlap,
+        width=width,
+        num_classes=num_classes,
+        init=init,
+        activation=activation,
+        dropout=dropout,
     )
     return AlexNet(cfg)
 

@@ -1,7 +1,11 @@
 """The data of a run: which data set a model reads (Fashion-MNIST for greyscale models, an image folder for
 colour ones), the validation split held out of the training images, and the normalisation statistics.
 
-May import: `alexnet.config`, `alexnet.data`, NumPy, the standard library. Never minigrad or the model.
+A `--data` value that does not fit the model is a `DataError` that says what was looked for, where, and
+which `--model` or `--data` would fit (`describe_folder` tells the layouts apart).
+
+May import: `alexnet.config`, `alexnet.data`, `alexnet.model` (for the names of the models that fit), NumPy,
+the standard library.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 
 from alexnet import data
 from alexnet.config import TrainConfig
+from alexnet.model import CONFIGS
 
 
 @dataclass
@@ -56,31 +61,108 @@ class _Loaded:
     eig: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
 
 
+class DataError(ValueError):
+    """Data that cannot be used for this model: the message says what was looked for, where, and what fits."""
+
+
+def _models(in_channels: int) -> str:
+    """The --model values for greyscale (1) or colour (3) data: "alexnet-tiny", "alexnet-small or alexnet"."""
+    names = sorted((c for c in CONFIGS.values() if c.in_channels == in_channels), key=lambda c: c.image_size)
+    return " or ".join(c.name for c in names)
+
+
+_FASHION_FILES = ", ".join(f"{name}.gz" for name in data.FASHION_MNIST_FILES.values())
+_FOLDER_LAYOUT = "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
+
+
+def describe_folder(path: Path) -> str:
+    """What a `--data` path holds: "missing", "file", "empty", "fashion-mnist" (any of its four IDX files),
+    "image-folder" (a train/ folder), or "other"."""
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        return "file"
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return "empty"
+    names = {p.name.removesuffix(".gz") for p in entries}
+    if names & set(data.FASHION_MNIST_FILES.values()):
+        return "fashion-mnist"
+    if (path / "train").is_dir():
+        return "image-folder"
+    return "other"
+
+
+def _fashion_directory_error(directory: Path, what: str) -> DataError | FileNotFoundError | None:
+    """The error for a Fashion-MNIST folder that does not hold the data set (None when it looks right)."""
+    kind = describe_folder(directory)
+    greyscale, colour = _models(1), _models(3)
+    fits = f"{greyscale} reads Fashion-MNIST: a folder of its IDX files ({_FASHION_FILES}), or --data bundled"
+    if kind == "missing":
+        return FileNotFoundError(f"{what} {directory} does not exist ({fits})")
+    if kind == "image-folder":
+        return DataError(
+            f"{what} {directory} is an image folder (train/<class>/...), data for the colour models: add --model "
+            f"{colour}; {fits}"
+        )
+    if kind in ("file", "empty", "other"):
+        held = {"file": "is a file, not a folder", "empty": "is empty", "other": "holds no Fashion-MNIST files"}
+        return DataError(
+            f"{what} {directory} {held[kind]}: {fits}; colour models (--model {colour}) read {_FOLDER_LAYOUT}"
+        )
+    return None
+
+
 def _load_fashion_mnist(cfg: TrainConfig, image_size: int) -> _Loaded:
     bundled = cfg.data == "bundled"
     directory = data.find_fashion_mnist(None if bundled else cfg.data, subset=bundled)
-    ds = data.load_fashion_mnist(directory, subset=directory is None)
+    if directory is not None:
+        what = "--data" if cfg.data is not None else f"${data.FASHION_MNIST_ENV} ="
+        problem = _fashion_directory_error(directory, what)
+        if problem is not None:
+            raise problem
+    try:
+        ds = data.load_fashion_mnist(directory, subset=directory is None)
+    except FileNotFoundError as exc:  # some of the four files are missing
+        raise DataError(f"{exc}; or use --data bundled for the subset inside the package") from exc
     # Absolute: a resume or eval may run from another folder.
     setting = "bundled" if directory is None else str(directory.absolute())
     if ds.train.images.shape[-1] != image_size:
-        raise ValueError(f"Fashion-MNIST images are 28x28 but the model expects {image_size}x{image_size}")
+        raise DataError(f"Fashion-MNIST images are 28x28 but the model expects {image_size}x{image_size}")
     return _Loaded(ds.train.images, ds.train.labels, ds.test.images, ds.test.labels, ds.class_names, ds.source, setting)
 
 
-def _load_image_folder(cfg: TrainConfig, image_size: int) -> _Loaded:
+def _image_folder_error(cfg: TrainConfig) -> Exception | None:
+    """The error for a `--data` value that is not an image folder (None when it looks like one)."""
+    greyscale, colour = _models(1), _models(3)
+    wanted = f"colour models ({colour}) read an image folder: --data DIR with {_FOLDER_LAYOUT}"
     if cfg.data is None:
-        raise ValueError(
-            "colour models need --data DIR: an image folder with train/<class>/*.jpg and val/<class>/*.jpg"
-        )
+        return DataError(f"{cfg.model} needs --data DIR: {wanted}")
+    if cfg.data == "bundled":
+        return DataError(f"the bundled data is greyscale Fashion-MNIST, for --model {greyscale}; {wanted}")
     root = Path(cfg.data)
-    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
-        raise FileNotFoundError(f"{root} must contain train/ and val/ (or test/) folders of class folders")
+    kind = describe_folder(root)
+    if kind == "missing":
+        return FileNotFoundError(f"--data {root} does not exist ({wanted})")
+    if kind == "fashion-mnist":
+        return DataError(f"--data {root} holds Fashion-MNIST (greyscale 28x28): add --model {greyscale}; {wanted}")
+    if not (root / "train").is_dir() or not any((root / d).is_dir() for d in ("val", "test")):
+        held = {"file": "is a file, not a folder", "empty": "is empty"}.get(kind, "lacks train/ and val/ (or test/)")
+        return DataError(f"--data {root} {held}: {wanted}")
+    return None
+
+
+def _load_image_folder(cfg: TrainConfig, image_size: int) -> _Loaded:
+    problem = _image_folder_error(cfg)
+    if problem is not None:
+        raise problem
+    root = Path(cfg.data)  # type: ignore[arg-type]  (checked above)
+    test_dir = next(root / d for d in ("val", "test") if (root / d).is_dir())
     resize = resize_for(image_size)
     train_folder = data.ImageFolder(root / "train", resize=resize)
     test_folder = data.ImageFolder(test_dir, resize=resize)
     if test_folder.classes != train_folder.classes:
-        raise ValueError(f"{test_dir} has other classes than {root / 'train'}")
+        raise DataError(f"{test_dir} has other classes than {root / 'train'}")
     train_x, train_y = train_folder.load_all()
     test_x, test_y = test_folder.load_all()
     eig = data.rgb_pca(train_x, rng=np.random.default_rng(cfg.seed))
@@ -112,7 +194,7 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
     # At least one image: the validation error drives the learning-rate schedule and picks best.npz.
     val_size = cfg.val_size if cfg.val_size is not None else max(1, min(5000, n // 10))
     if val_size >= n:
-        raise ValueError(
+        raise DataError(
             f"--val-size {val_size:,} leaves no images to train on: {loaded.source} has {n:,} training images "
             "(use a smaller --val-size, or more data)"
         )

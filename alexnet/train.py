@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from tqdm import tqdm
 import minigrad.functional as F
 from alexnet import data
 from alexnet.checkpoint import CheckpointError, load_checkpoint, split_prefix, write_text_atomically
-from alexnet.config import TrainConfig, resolve_defaults
-from alexnet.evaluate import EvalResult, evaluate, top_k_error
+from alexnet.config import BOUNDS, TrainConfig, resolve_defaults
+from alexnet.evaluate import EvalResult, evaluate, ten_crop_notes, top_k_error
 from alexnet.model import AlexNet, build_model, model_from_config
 from alexnet.run_data import PreparedData, prepare_data
 from alexnet.runs import (
@@ -51,7 +51,7 @@ from alexnet.runs import (
     write_config,
     write_metrics,
 )
-from minigrad import Tensor, backend
+from minigrad import Tensor, backend, no_grad
 from minigrad.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
 __all__ = ["Run", "TrainConfig", "TrainResult", "TrainingDiverged", "train"]
@@ -62,7 +62,11 @@ AfterBatch = Callable[[int, int], bool]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or a gradient became NaN or infinite."""
+
+
+class ResumeError(ValueError):
+    """A resume that cannot do what was asked (e.g. an epoch count the run has already passed)."""
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Run:
     data: PreparedData
     state: RunState
     metrics: list[dict[str, Any]]
+    saved_at: tuple[int, int] | None = None  # the (epoch, batch) that checkpoint.npz holds; None: no file yet
 
     @property
     def checkpoint_path(self) -> Path:
@@ -92,6 +97,8 @@ class Run:
         save_run_checkpoint(
             path, self.model, self.optimizer, self.scheduler, self.state, self.cfg, self.data.class_names, norm
         )
+        if path == self.checkpoint_path:
+            self.saved_at = (self.state.epoch, self.state.batch)
 
 
 @dataclass
@@ -109,19 +116,22 @@ def train(
     resume: str | os.PathLike | None = None,
     after_batch: AfterBatch | None = None,
     log: Log = print,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run. Returns the final model, the per-epoch metrics and the test result.
 
     Args:
         cfg: the run's settings. When resuming, the saved settings are used, except `epochs`,
-            `device` and `progress`, which may be changed (e.g. to train longer), and `data`, which may
-            point at the same data in a new place.
+            `device` and `progress`, which may be changed (`epochs` to train longer: config.json records
+            each change under "extensions"), and `data`, which may point at the same data in a new place.
         resume: a run folder (or its checkpoint file) to continue.
-        after_batch: called as after_batch(epoch, batch) after every optimizer step; returning
-            True stops the run there as Ctrl-C would (a notebook's way to stop early).
+        after_batch: called as after_batch(epoch, batch) after every optimizer step (both count from 1);
+            returning True stops the run there as Ctrl-C would (a notebook's way to stop early).
         log: where progress lines go.
+        given: the settings the user gave explicitly (the CLI's flags), to name those a resume ignores;
+            None takes the settings that differ from TrainConfig's defaults.
     """
-    run = start_run(cfg, log) if resume is None else resume_run(resume, cfg, log)
+    run = start_run(cfg, log) if resume is None else resume_run(resume, cfg, log, given)
     stopped = run_epochs(run, after_batch, log)
     test = None if stopped else final_test(run, log)
     return TrainResult(run.run_dir, run.model, run.metrics, test, stopped, run.data)
@@ -141,7 +151,7 @@ def make_optimizer(cfg: TrainConfig, model: AlexNet) -> Optimizer:
 
 def _build_model(cfg: TrainConfig, num_classes: int | None = None) -> AlexNet:
     switches = dict(lrn=cfg.lrn, groups=cfg.groups, overlap=cfg.overlap, width=cfg.width, init=cfg.init)
-    return build_model(cfg.model, **switches, activation=cfg.activation, num_classes=num_classes)
+    return build_model(cfg.model, **switches, activation=cfg.activation, dropout=cfg.dropout, num_classes=num_classes)
 
 
 def _assemble(
@@ -181,15 +191,81 @@ def start_run(cfg: TrainConfig, log: Log) -> Run:
     return run
 
 
-def _resumed_config(saved: dict[str, Any], cfg: TrainConfig, log: Log) -> TrainConfig:
+# What a resume takes from the command line; every other setting is the run's own.
+RESUME_HONOURS = ("epochs", "device", "progress", "data")
+
+
+def _flag(name: str, value: Any) -> str:
+    """A setting as the flag that gives it: --lr 0.1, --no-lrn, --ten-crop."""
+    option = "--" + name.replace("_", "-")
+    if name in ("lrn", "overlap") and value is False:
+        return f"--no-{name}"
+    if name == "augment":
+        return "--augment" if value else "--no-augment"
+    return option if value is True else f"{option} {value}"
+
+
+def _ignored_on_resume(saved: dict[str, Any], cfg: TrainConfig, given: Collection[str] | None) -> list[str]:
+    """The flags given with --resume that differ from the run's settings and that a resume does not take."""
+    defaults = TrainConfig()
+    if given is None:
+        given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+    ignored = []
+    for name in sorted(set(given) - set(RESUME_HONOURS) - {"extensions"}):
+        value, kept = getattr(cfg, name), saved.get(name)
+        if value != kept:
+            shown = "not set" if kept is None else ("on" if kept else "off") if isinstance(kept, bool) else kept
+            ignored.append(f"{_flag(name, value)} (the run's: {shown})")
+    return ignored
+
+
+def _resumed_config(saved: dict[str, Any], cfg: TrainConfig, given: Collection[str] | None, log: Log) -> TrainConfig:
     """The saved settings, with what a resume may change: device, progress, epochs, and moved data."""
+    ignored = _ignored_on_resume(saved, cfg, given)
+    if ignored:
+        log(f"note: --resume keeps the run's own settings; ignored: {', '.join(ignored)}")
     saved = {**saved, "device": cfg.device, "progress": cfg.progress}
-    if cfg.epochs is not None:  # resuming may extend a run
-        saved.update(epochs=cfg.epochs)
+    problem = BOUNDS["epochs"].problem(cfg.epochs)
+    if problem:
+        raise ValueError(f"epochs {problem}")
+    if cfg.epochs is not None and cfg.epochs != saved.get("epochs"):  # resuming may extend a run
+        change = {"epochs": cfg.epochs, "from": saved.get("epochs"), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        saved.update(epochs=cfg.epochs, extensions=[*saved.get("extensions", []), change])
     if cfg.data is not None and cfg.data != saved.get("data"):  # the same data, moved
         log(f"reading the data from {cfg.data} (the run used {saved.get('data')})")
         saved.update(data=cfg.data)
     return TrainConfig.from_saved(saved)
+
+
+def _check_target(run_dir: Path, state: RunState, epochs: int, log: Log) -> None:
+    """Refuse a target the run has passed, or a finished run with nothing left to do; say when only the
+    test remains."""
+    done = state.epoch - 1  # whole epochs trained
+    if state.batch > 0 and epochs < state.epoch:
+        raise ResumeError(
+            f"{run_dir} is already into epoch {state.epoch} ({state.batch} batches of it trained): --epochs {epochs} "
+            f"ends before that; give --epochs {state.epoch} or more"
+        )
+    if epochs < done:
+        raise ResumeError(
+            f"{run_dir} has already trained {done} epochs, more than --epochs {epochs}; to train longer give "
+            f"--epochs {done + 1} or more"
+        )
+    if epochs == done and (run_dir / "test.json").exists():
+        raise ResumeError(
+            f"{run_dir} has already trained its {done} epochs and scored the test set (test.json): nothing to "
+            f"resume. To train longer: alexnet train --resume {run_dir} --epochs N (N > {done}); to score it "
+            f"again: alexnet eval {run_dir}"
+        )
+    if epochs == done:
+        log(f"all {done} epochs of {run_dir} are trained; scoring the test set")
+
+
+def _position(epoch: int, batch: int, n_batches: int) -> str:
+    """Where a run is, counting epochs and batches from 1."""
+    if batch == 0:
+        return f"the start of epoch {epoch}" if epoch == 1 else f"the end of epoch {epoch - 1}"
+    return f"epoch {epoch}, after batch {batch} of {n_batches}"
 
 
 def _metrics_before(run_dir: Path, epoch: int, log: Log) -> list[dict[str, Any]]:
@@ -202,15 +278,15 @@ def _metrics_before(run_dir: Path, epoch: int, log: Log) -> list[dict[str, Any]]
     return metrics
 
 
-def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log) -> Run:
+def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log, given: Collection[str] | None = None) -> Run:
     """A stopped run, exactly as it was saved: weights, optimizer, scheduler, random generators, position."""
     ckpt_path = Path(resume)
     run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
     arrays, meta = load_checkpoint(ckpt_path)
-    remove_stale_temporaries(run_dir, log)
-    cfg = _resumed_config(meta["train_config"], cfg, log)
+    cfg = _resumed_config(meta["train_config"], cfg, given, log)
     state = RunState(**meta["state"])
-    log(f"resuming {run_dir} at epoch {state.epoch}, batch {state.batch}")
+    _check_target(run_dir, state, cfg.epochs, log)
+    remove_stale_temporaries(run_dir, log)
     backend.manual_seed(cfg.seed)
     model = model_from_config(meta["model_config"])
     restore_model(model, split_prefix(arrays, "model"), run_dir)
@@ -224,8 +300,14 @@ def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log) -> Run:
     if cfg.data is None:  # a run saved without its data setting
         log(f"warning: the run does not say which data it used; continuing on {prepared.source}")
     run = _assemble(cfg, run_dir, model, prepared, state, _metrics_before(run_dir, state.epoch, log))
+    if ckpt_path.is_dir() or ckpt_path == run.checkpoint_path:
+        run.saved_at = (state.epoch, state.batch)
     restore_optimizer(run.optimizer, run.scheduler, arrays, meta)
     backend.set_rng_state(meta["rng"])
+    if cfg.extensions != meta["train_config"].get("extensions", []):
+        write_config(run_dir, cfg)
+        log(f"the run now trains {cfg.epochs} epochs (was {cfg.extensions[-1]['from']}; recorded in config.json)")
+    log(f"resuming {run_dir} at {_position(state.epoch, state.batch, run.n_batches)}")
     return run
 
 
@@ -269,7 +351,8 @@ def run_epochs(run: Run, after_batch: AfterBatch | None, log: Log) -> bool:
             timing = train_epoch(run, should_stop)
             if timing.stopped and run.state.batch < run.n_batches:
                 run.save(run.checkpoint_path)
-                log(f"stopped at epoch {epoch}, batch {run.state.batch}; saved {run.checkpoint_path}")
+                where = _position(epoch, run.state.batch, run.n_batches)
+                log(f"stopped at {where}; saved {run.checkpoint_path}")
                 log(f"continue with: alexnet train --resume {run.run_dir}")
                 return True
             # A stop asked for during the epoch's last batch still lets the epoch end (validation, metrics,
@@ -298,21 +381,51 @@ def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray
     )
 
 
+def _diverged(run: Run, what: str, where: str) -> TrainingDiverged:
+    """The error for a non-finite loss or gradient: where it happened, and where the last good weights are."""
+    if run.saved_at is not None:
+        kept = f"the last good weights are in {run.checkpoint_path} ({_position(*run.saved_at, run.n_batches)})"
+    elif run.checkpoint_path.exists():
+        kept = f"the last good weights are in {run.checkpoint_path}"
+    else:
+        kept = f"nothing was saved yet: it diverged before its first epoch ended ({run.run_dir} holds only config.json)"
+    best = run.run_dir / "best.npz"
+    if best.exists():
+        kept += f", and the best epoch's in {best}"
+    return TrainingDiverged(
+        f"{what} {where} (lr {run.optimizer.lr:g}). Training stopped; {kept}. "
+        f"Start again with a smaller --lr (a resume keeps the run's lr)."
+    )
+
+
+def _gradients_finite(params: list[Tensor]) -> bool:
+    """Whether every gradient is finite: one sum per tensor (a NaN or infinity anywhere makes the total one)."""
+    total = 0.0
+    with no_grad():
+        for p in params:
+            if p.grad is not None:
+                total += float(p.grad.sum().item())
+    return math.isfinite(total)
+
+
 def train_step(run: Run, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """One update on one batch: forward, loss, backward, optimizer step. Returns the loss and the logits."""
-    logits = run.model(Tensor(backend.to_device(x, run.cfg.device)))
-    loss = F.cross_entropy(logits, y)
-    loss_value = float(loss.item())
-    if not math.isfinite(loss_value):
-        epoch, batch = run.state.epoch, run.state.batch
-        raise TrainingDiverged(
-            f"the loss became {loss_value} at epoch {epoch}, batch {batch} (lr {run.optimizer.lr:g}). "
-            f"Training stopped; the last good checkpoint is kept at {run.checkpoint_path}. "
-            "Try a smaller --lr."
-        )
-    run.optimizer.zero_grad()
-    loss.backward()
-    run.optimizer.step()
+    """One update on one batch: forward, loss, backward, optimizer step. Returns the loss and the logits.
+
+    A NaN or infinite loss or gradient stops the run (TrainingDiverged) before the update can spoil the
+    weights; NumPy's own warnings about the same overflow are silenced, since the error says it better.
+    """
+    where = f"at epoch {run.state.epoch}, batch {run.state.batch + 1} of {run.n_batches}"
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        logits = run.model(Tensor(backend.to_device(x, run.cfg.device)))
+        loss = F.cross_entropy(logits, y)
+        loss_value = float(loss.item())
+        if not math.isfinite(loss_value):
+            raise _diverged(run, f"the loss became {loss_value}", where)
+        run.optimizer.zero_grad()
+        loss.backward()
+        if not _gradients_finite(run.model.parameters()):
+            raise _diverged(run, "a gradient became NaN or infinite", where)
+        run.optimizer.step()
     return loss_value, logits.numpy()
 
 
@@ -341,11 +454,11 @@ def train_epoch(run: Run, should_stop: AfterBatch) -> EpochTiming:
     state, stats = run.state, run.state.epoch_stats
     t0, images = time.perf_counter(), 0
     with _progress_bar(run) as bar:
-        for b, (x, y) in enumerate(epoch_batches(run, state.epoch)):
-            if b < state.batch:  # replaying a stopped epoch: these batches were already trained on
+        for b, (x, y) in enumerate(epoch_batches(run, state.epoch), 1):
+            if b <= state.batch:  # replaying a stopped epoch: these batches were already trained on
                 continue
             loss_value, logits = train_step(run, x, y)
-            state.batch = b + 1
+            state.batch = b
             stats["loss_sum"] += loss_value * len(y)
             stats["errors"] += top_k_error(logits, y, 1) * len(y)
             stats["seen"] += len(y)
@@ -363,7 +476,10 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     """Validate, step the schedule, record the metrics, save best.npz (if better) and checkpoint.npz."""
     state, prepared, stats = run.state, run.data, run.state.epoch_stats
     epoch = state.epoch
-    val = evaluate(run.model, prepared.val_images, prepared.val_labels, 256, prepared.mean, prepared.std)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        val = evaluate(run.model, prepared.val_images, prepared.val_labels, 256, prepared.mean, prepared.std)
+    if not math.isfinite(val.loss):
+        raise _diverged(run, f"the validation loss became {val.loss}", f"at the end of epoch {epoch}")
     seen = max(stats["seen"], 1.0)
     record = {
         "epoch": epoch,
@@ -405,15 +521,19 @@ def final_test(run: Run, log: Log) -> EvalResult:
     prepared = run.data
     best_model, best_meta = load_model(run.run_dir, run.cfg.device)
     best_epoch = best_meta["state"]["epoch"] - 1
-    test = evaluate(
-        best_model,
-        prepared.test_images,
-        prepared.test_labels,
-        256,
-        prepared.mean,
-        prepared.std,
-        ten_crop=run.cfg.ten_crop,
-    )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        test = evaluate(
+            best_model,
+            prepared.test_images,
+            prepared.test_labels,
+            256,
+            prepared.mean,
+            prepared.std,
+            ten_crop=run.cfg.ten_crop,
+        )
+    if run.cfg.ten_crop:
+        for note in ten_crop_notes(prepared.test_images.shape[-2:], prepared.crop, run.cfg.augment):
+            log(f"note: 10-crop test: {note}")
     log(
         f"test ({len(prepared.test_labels):,} images, best epoch {best_epoch} by validation error): "
         f"top-1 accuracy {100 * (1 - test.top1_error):.2f}%, "

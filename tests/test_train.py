@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_stopping_mid_epoch_and_resuming_ends_with_the_same_weights(uninterrupted, tmp_path):
     run = tmp_path / "stopped"
-    stopped = train(small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (2, 3), log=quiet)
+    stopped = train(small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (2, 4), log=quiet)
     assert stopped.stopped_early and stopped.test is None
     _, meta = load_checkpoint(run / "checkpoint.npz")
     assert (meta["state"]["epoch"], meta["state"]["batch"]) == (2, 4)
@@ -83,7 +85,7 @@ def test_stopping_mid_epoch_and_resuming_ends_with_the_same_weights(uninterrupte
 
 def test_stopping_in_the_last_batch_of_an_epoch_saves_that_epoch_and_says_how_to_go_on(uninterrupted, tmp_path):
     run, lines = tmp_path / "stopped", []
-    last_batch = 640 // 64 - 1
+    last_batch = 640 // 64  # batches count from 1
     stopped = train(
         small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (1, last_batch), log=lines.append
     )
@@ -172,34 +174,72 @@ def test_a_kill_between_the_end_of_epoch_saves_resumes_to_the_same_best_epoch(un
     assert (run / "test.json").read_text() == (uninterrupted / "test.json").read_text()
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    run = tmp_path / "diverged"
-    result = {}
-
-    def poison(epoch: int, batch: int) -> bool:
-        if (epoch, batch) == (2, 1):
-            model = result["model"]
-            model.parameters()[0].data[...] = np.nan
-        return False
-
+def poisoned_run(run: Path, at: tuple[int, int], **overrides) -> pytest.ExceptionInfo:
+    """Train until after batch `at` = (epoch, batch), then set a weight to NaN; returns the TrainingDiverged."""
+    models = []
     import alexnet.train as train_module
 
     original = train_module.make_optimizer
 
     def capture(cfg, model):
-        result["model"] = model
+        models.append(model)
         return original(cfg, model)
+
+    def poison(epoch: int, batch: int) -> bool:
+        if (epoch, batch) == at:
+            models[-1].parameters()[0].data[...] = np.nan
+        return False
 
     train_module.make_optimizer = capture
     try:
-        with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last good checkpoint"):
-            train(small_config(run), after_batch=poison, log=quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no raw NumPy warning may reach the user
+            with pytest.raises(TrainingDiverged) as info:
+                train(small_config(run, **overrides), after_batch=poison, log=quiet)
     finally:
         train_module.make_optimizer = original
+    return info
+
+
+def test_a_nan_loss_stops_training_and_names_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "diverged"
+    info = poisoned_run(run, at=(2, 1))
+    message = str(info.value)
+    assert "the loss became nan at epoch 2, batch 2 of 10 (lr 0.05)" in message
+    assert f"the last good weights are in {run / 'checkpoint.npz'} (the end of epoch 1)" in message
+    assert f"the best epoch's in {run / 'best.npz'}" in message
     _, meta = load_checkpoint(run / "checkpoint.npz")
     assert (meta["state"]["epoch"], meta["state"]["batch"]) == (2, 0)  # the end of epoch 1, untouched
     model, _ = load_model(run / "checkpoint.npz")
     assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+
+
+def test_a_run_that_diverges_in_its_first_epoch_says_nothing_was_saved(tmp_path):
+    run = tmp_path / "diverged"
+    info = poisoned_run(run, at=(1, 3))
+    assert "at epoch 1, batch 4 of 10" in str(info.value)
+    assert f"nothing was saved yet: it diverged before its first epoch ended ({run} holds only config.json)" in str(
+        info.value
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_a_huge_learning_rate_stops_with_the_error_and_no_numpy_warning(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            TrainingDiverged, match=r"became (nan|inf|-inf|NaN or infinite) at epoch 1, batch \d+ of 10"
+        ):
+            train(small_config(tmp_path / "run", lr=1e6), log=quiet)
+
+
+def test_a_stop_and_its_resume_count_batches_from_one(tmp_path):
+    run, lines = tmp_path / "run", []
+    train(small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (1, 3), log=lines.append)
+    assert lines[-2] == f"stopped at epoch 1, after batch 3 of 10; saved {run / 'checkpoint.npz'}"
+    resumed: list[str] = []
+    train(small_config(run, epochs=1), resume=run, after_batch=lambda epoch, batch: True, log=resumed.append)
+    assert f"resuming {run} at epoch 1, after batch 3 of 10" in resumed
 
 
 def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
@@ -207,10 +247,28 @@ def test_a_new_run_refuses_to_overwrite_an_existing_one(uninterrupted):
         train(small_config(uninterrupted), log=quiet)
 
 
-@pytest.mark.parametrize("setting", ["epochs", "batch_size", "val_size", "max_train_images"])
-def test_a_config_with_a_count_below_one_is_refused(setting, tmp_path):
-    with pytest.raises(ValueError, match=f"{setting} must be a whole number >= 1, got 0"):
-        train(small_config(tmp_path / "run", **{setting: 0}), log=quiet)
+@pytest.mark.parametrize(
+    ("setting", "value", "allowed"),
+    [
+        ("epochs", 0, "a whole number >= 1"),
+        ("batch_size", 0, "a whole number >= 1"),
+        ("val_size", 0, "a whole number >= 1"),
+        ("max_train_images", 0, "a whole number >= 1"),
+        ("epochs", 2.5, "a whole number >= 1"),
+        ("lr", float("nan"), "a finite number > 0"),
+        ("lr", float("inf"), "a finite number > 0"),
+        ("lr", 0.0, "a finite number > 0"),
+        ("weight_decay", -1.0, "a finite number >= 0"),
+        ("momentum", 1.0, "a finite number in [0, 1)"),
+        ("dropout", 1.5, "a finite number in [0, 1)"),
+        ("min_lr", -1e-5, "a finite number >= 0"),
+        ("seed", -1, "a whole number >= 0"),
+        ("width", 0.0, "a finite number > 0"),
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused_before_a_run_folder_is_made(setting, value, allowed, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"{setting} must be {allowed}, got {value!r}")):
+        train(small_config(tmp_path / "run", **{setting: value}), log=quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -428,3 +486,69 @@ def test_a_tanh_run_records_its_activation_and_keeps_it_on_resume_and_load(tmp_p
     assert isinstance(resumed.model.features[1], nn.Tanh)
     model, meta = load_model(run)
     assert meta["model_config"]["activation"] == "tanh" and isinstance(model.features[1], nn.Tanh)
+
+
+# ----------------------------------------------------------------------------- what a resume says
+
+
+def test_a_resume_names_the_flags_it_ignores(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    (run / "test.json").unlink()  # so there is something left to do: the test
+    lines: list[str] = []
+    cfg = small_config(run, lr=0.1, model="alexnet", batch_size=64, device="cpu")
+    train(cfg, resume=run, log=lines.append, given={"lr", "model", "batch_size", "device", "epochs"})
+    # --batch-size 64 is the run's own setting, and --epochs and --device are what a resume takes: not listed.
+    assert lines[0] == (
+        "note: --resume keeps the run's own settings; ignored: --lr 0.1 (the run's: 0.05), "
+        "--model alexnet (the run's: alexnet-tiny)"
+    )
+    assert f"all 2 epochs of {run} are trained; scoring the test set" in lines
+    assert (run / "test.json").exists()
+
+
+def test_a_resume_without_a_list_of_given_flags_compares_with_the_defaults(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    lines: list[str] = []
+    cfg = dataclasses.replace(small_config(run, epochs=3, optimizer="adam"), out=None)
+    train(cfg, resume=run, log=lines.append)
+    assert lines[0] == "note: --resume keeps the run's own settings; ignored: --optimizer adam (the run's: sgd)"
+
+
+@pytest.mark.parametrize(
+    ("epochs", "message"),
+    [
+        (None, "has already trained its 2 epochs and scored the test set (test.json): nothing to resume"),
+        (2, "has already trained its 2 epochs and scored the test set"),
+        (1, "has already trained 2 epochs, more than --epochs 1; to train longer give --epochs 3 or more"),
+    ],
+)
+def test_a_resume_refuses_a_target_it_has_reached(uninterrupted, tmp_path, epochs, message):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=re.escape(f"{run} {message}")):
+        train(small_config(run, epochs=epochs), resume=run, log=quiet)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
+
+
+def test_a_resume_into_an_epoch_refuses_a_target_before_it(tmp_path):
+    run = tmp_path / "run"
+    train(small_config(run), after_batch=lambda epoch, batch: (epoch, batch) == (2, 2), log=quiet)
+    with pytest.raises(ValueError, match=r"is already into epoch 2 \(2 batches of it trained\): --epochs 1"):
+        train(small_config(run, epochs=1), resume=run, log=quiet)
+
+
+def test_extending_a_run_records_the_new_epoch_count_in_its_config(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    lines: list[str] = []
+    train(small_config(run, epochs=3), resume=run, after_batch=lambda epoch, batch: True, log=lines.append)
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 3
+    assert [(e["epochs"], e["from"]) for e in config["extensions"]] == [(3, 2)]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", config["extensions"][0]["date"])
+    assert "the run now trains 3 epochs (was 2; recorded in config.json)" in lines
+    _, meta = load_checkpoint(run / "checkpoint.npz")
+    assert meta["train_config"]["epochs"] == 3 and len(meta["train_config"]["extensions"]) == 1

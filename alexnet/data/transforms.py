@@ -145,14 +145,24 @@ def ten_crop(batch: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """
     h, w = _pair(size)
     _check_crop(batch, h, w)
-    height, width = batch.shape[2:]
-    top, left = (height - h) // 2, (width - w) // 2
-    corners = [(0, 0), (0, width - w), (height - h, 0), (height - h, width - w), (top, left)]
     out = np.empty((10, *batch.shape[:2], h, w), dtype=batch.dtype)
-    for i, (y, x) in enumerate(corners):
+    for i, (y, x) in enumerate(ten_crop_positions(batch.shape[2], batch.shape[3], (h, w))):
         out[i] = batch[:, :, y : y + h, x : x + w]
     out[5:] = out[:5, ..., ::-1]
     return out
+
+
+def ten_crop_positions(height: int, width: int, size: int | tuple[int, int]) -> list[tuple[int, int]]:
+    """(top, left) of the five crops of `ten_crop` in an image of height x width: the corners, then the centre."""
+    h, w = _pair(size)
+    top, left = (height - h) // 2, (width - w) // 2
+    return [(0, 0), (0, width - w), (height - h, 0), (height - h, width - w), (top, left)]
+
+
+def distinct_ten_crop_views(height: int, width: int, size: int | tuple[int, int]) -> int:
+    """How many of the 10 crops differ: 10 for images larger than the crop both ways, 2 (the image and its
+    mirror) for images of exactly the crop size, such as 28x28 Fashion-MNIST with a 28 crop."""
+    return 2 * len(set(ten_crop_positions(height, width, size)))
 
 
 def pca_lighting(
