@@ -243,7 +243,7 @@ assert p.grad.item() == 63.0
 
 # %% [markdown]
 # **Deep graphs.** Your recursive `visit` calls itself once per level, and Python stops a recursion at
-# `sys.getrecursionlimit()` levels. minigrad's topological sort (`_topological_order` in `minigrad/tensor.py`)
+# `sys.getrecursionlimit()` levels. minigrad's topological sort (`topological_order` in `minigrad/tensor.py`)
 # keeps an explicit stack of `(node, inputs_done)` pairs instead: a node is pushed with `False`, then again
 # with `True` *below* its inputs, so it is appended to the order only after all of them. A chain of ten
 # thousand multiplications is then no problem:
@@ -292,15 +292,16 @@ assert not z.requires_grad and z.creator is None
 # %% [markdown]
 # ## Where this lives in the library
 #
-# - `minigrad/tensor.py`: `Function` (`forward`, `backward`, `apply`, `needs_input_grad`, `release`),
-#   `Tensor` (`backward`, `creator`, `grad`, `zero_grad`, `detach`), `_topological_order` (the explicit-stack
-#   sort), `no_grad`.
+# - `minigrad/tensor.py`, in reading order: `Tensor` (`backward`, `creator`, `grad`, `zero_grad`, `detach`),
+#   `Function` (`forward`, `backward`, `apply`, `needs_input_grad`, `release`), `topological_order` (the
+#   explicit-stack sort), `no_grad`. The checks around the walk (gradient shapes and devices, dtypes) are in
+#   `minigrad/guards.py`.
 # - `minigrad/functional/basic.py`: `Add`, `Mul`, `Tanh`, `Sum`, ... each a `Function` next to the function you
 #   call (`F.add`, `F.mul`, `F.tanh`, `F.sum`).
 #
 # ## Further exercises
 #
-# 1. Rewrite `topological_order` without recursion (an explicit stack, as in `_topological_order`) and run
+# 1. Rewrite your `topological_order` without recursion (an explicit stack, as in minigrad's) and run
 #    it on a chain of 10,000 `mul`s.
 # 2. Add `exp` and `log` to the tiny engine, each with its `backward_fn`, and extend your copy of the random
 #    graphs to use them (compare with `F.exp`, `F.log`).
