@@ -18,5 +18,3 @@ Modules, in the order a reader meets them (each imports only modules above it, a
 """
 
 __version__ = "0.1.0"
-
-import minigrad  # noqa: F401  (imported first: it tunes OpenBLAS's threads before NumPy loads)
