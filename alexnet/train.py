@@ -17,6 +17,7 @@ tqdm; the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,6 +25,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,6 +383,18 @@ def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray
     )
 
 
+@contextlib.contextmanager
+def _quiet_float_warnings() -> Iterator[None]:
+    """NumPy's overflow / invalid-value warnings off: a NaN or infinity is reported by TrainingDiverged instead.
+
+    np.errstate covers this thread only; ops that split their work over threads warn from those, so a
+    warnings filter (which every thread consults) silences the same messages there.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
+        yield
+
+
 def _diverged(run: Run, what: str, where: str) -> TrainingDiverged:
     """The error for a non-finite loss or gradient: where it happened, and where the last good weights are."""
     if run.saved_at is not None:
@@ -415,7 +429,7 @@ def train_step(run: Run, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarra
     weights; NumPy's own warnings about the same overflow are silenced, since the error says it better.
     """
     where = f"at epoch {run.state.epoch}, batch {run.state.batch + 1} of {run.n_batches}"
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with _quiet_float_warnings():
         logits = run.model(Tensor(backend.to_device(x, run.cfg.device)))
         loss = F.cross_entropy(logits, y)
         loss_value = float(loss.item())
@@ -476,7 +490,7 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     """Validate, step the schedule, record the metrics, save best.npz (if better) and checkpoint.npz."""
     state, prepared, stats = run.state, run.data, run.state.epoch_stats
     epoch = state.epoch
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with _quiet_float_warnings():
         val = evaluate(run.model, prepared.val_images, prepared.val_labels, 256, prepared.mean, prepared.std)
     if not math.isfinite(val.loss):
         raise _diverged(run, f"the validation loss became {val.loss}", f"at the end of epoch {epoch}")
@@ -521,7 +535,7 @@ def final_test(run: Run, log: Log) -> EvalResult:
     prepared = run.data
     best_model, best_meta = load_model(run.run_dir, run.cfg.device)
     best_epoch = best_meta["state"]["epoch"] - 1
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with _quiet_float_warnings():
         test = evaluate(
             best_model,
             prepared.test_images,
