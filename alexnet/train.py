@@ -56,7 +56,8 @@ from alexnet.runs import (
 from minigrad import Tensor, backend, no_grad
 from minigrad.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
-__all__ = ["Run", "TrainConfig", "TrainResult", "TrainingDiverged", "train"]
+# TrainConfig, load_model and prepare_data live in config, runs and run_data; lessons import them from here too.
+__all__ = ["Run", "TrainConfig", "TrainResult", "TrainingDiverged", "load_model", "prepare_data", "train"]
 
 Log = Callable[[str], None]
 # after_batch(epoch, batch) is called after every optimizer step; True stops the run there as Ctrl-C would.
