@@ -43,7 +43,10 @@ class Conv2d(Function):
         cols = im2col(x, kh, kw, self.stride, self.padding)  # (C, KH, KW, N, OH, OW)
         oh, ow = cols.shape[-2:]
         cols = cols.reshape(g, cg * kh * kw, n * oh * ow)  # (G, K, N*L): a group's rows hold its channels' windows
-        y = xp.matmul(w.reshape(g, o // g, cg * kh * kw), cols)  # (G, O/G, N*L): Y_g = W_g @ cols_g
+        w_g = w.reshape(g, o // g, cg * kh * kw)
+        y = xp.empty((g, o // g, n * oh * ow), dtype=x.dtype)
+        for i in range(g):  # one 2-D product per group (cuBLAS is slow on batched ones with a transposed operand)
+            xp.matmul(w_g[i], cols[i], out=y[i])  # Y_g = W_g @ cols_g: (O/G, K) @ (K, N*L)
         y = y.reshape(o, n, oh, ow)
         if b is not None:
             y += b.reshape(o, 1, 1, 1)
@@ -60,13 +63,18 @@ class Conv2d(Function):
             (n, c, _, _), g, w = self.x_shape, self.groups, self.w
             o, _, kh, kw = w.shape
             oh, ow = grad.shape[2:]
+            k = c // g * kh * kw  # rows of a group's columns
             dy = xp.ascontiguousarray(grad.transpose(1, 0, 2, 3)).reshape(g, o // g, n * oh * ow)  # like Y
             dx = dw = db = None
             if need_w:  # dW_g = dY_g @ cols_g^T
-                dw = xp.matmul(dy, self.cols.transpose(0, 2, 1)).reshape(w.shape)
+                dw = xp.empty(w.shape, dtype=w.dtype)
+                for i, dw_g in enumerate(dw.reshape(g, o // g, k)):
+                    xp.matmul(dy[i], self.cols[i].T, out=dw_g)
             if need_x:  # dcols_g = W_g^T @ dY_g; col2im adds each column back where im2col took it
-                dcols = xp.matmul(w.reshape(g, o // g, -1).transpose(0, 2, 1), dy)
-                dx = col2im(dcols.reshape(c, kh, kw, n, oh, ow), self.x_shape, kh, kw, self.stride, self.padding)
+                dcols = xp.empty((c, kh, kw, n, oh, ow), dtype=w.dtype)
+                for i, dcols_g in enumerate(dcols.reshape(g, k, n * oh * ow)):
+                    xp.matmul(w.reshape(g, o // g, k)[i].T, dy[i], out=dcols_g)
+                dx = col2im(dcols, self.x_shape, kh, kw, self.stride, self.padding)
             if need_b:  # b[o] is added at every image and position
                 db = grad.sum(axis=(0, 2, 3))
         return (dx, dw, db) if self.has_bias else (dx, dw)
