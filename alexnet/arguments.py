@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"alexnet {__version__} (minigrad {minigrad.__version__})"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_predict, _add_plot, _add_summary, _add_gradcheck):
+    for add in (_add_train, _add_prepare, _add_eval, _add_predict, _add_plot, _add_summary, _add_gradcheck):
         add(sub)
     return parser
 
@@ -125,8 +125,10 @@ _TRAIN_DESCRIPTION = (
     "when the validation error stops improving, and for colour data random crops, flips and PCA colour "
     "lighting (off for Fashion-MNIST by default: see --augment). Greyscale models use Fashion-MNIST: the full "
     "set when its IDX files are found (--data, $ALEXNET_FASHION_MNIST or /usr/share/datasets/fashion-mnist), "
-    "else the subset bundled in the package. Colour models read an image folder (--data DIR with train/ and "
-    "val/). Each epoch writes metrics.jsonl and an atomic checkpoint to the run folder; Ctrl-C stops after "
+    "else the subset bundled in the package. Colour models read a store written by `alexnet prepare` (--data "
+    "OUT: memory-mapped, the fast way) or an image folder decoded as it is read (--data DIR with train/ and "
+    "val/); background workers (--workers) make their batches. Each epoch writes metrics.jsonl and an atomic "
+    "checkpoint to the run folder; Ctrl-C stops after "
     "the current batch and saves. Like every alexnet command it keeps freed memory for reuse "
     "(minigrad.keep_freed_memory); set MALLOC_TRIM_THRESHOLD_ or another glibc malloc variable to opt out."
 )
@@ -134,7 +136,8 @@ _TRAIN_EXAMPLES = """
   alexnet train                                        the demo: alexnet-tiny on Fashion-MNIST, CPU
   alexnet train --epochs 10 --no-lrn --groups 1        ablate the paper's choices (also --no-overlap, --width)
   alexnet train --activation tanh --out runs/tanh      the paper's Fig. 1: ReLU against tanh
-  alexnet train --model alexnet-small --data DIR       colour 64x64: DIR/train/<class>/*.jpg and DIR/val/...
+  alexnet train --model alexnet --data OUT             ImageNet, decoded once by: alexnet prepare DIR OUT
+  alexnet train --model alexnet-small --data DIR       colour 64x64 from DIR/train/<class>/*.jpg and DIR/val/...
   alexnet train --resume runs/alexnet-tiny-...         continue a stopped run exactly where it stopped
   alexnet train --resume RUN --epochs 30               train a run longer (config.json records it)
 """
@@ -146,7 +149,8 @@ def _add_train(sub: Any) -> None:
     _add_model_switches(t, model_default=None)
     t.add_argument(
         "--data",
-        help="data folder (Fashion-MNIST IDX files, or an image folder); 'bundled' forces the subset in the package",
+        help="data folder (Fashion-MNIST IDX files, a store from `alexnet prepare`, or an image folder); 'bundled' "
+        "forces the Fashion-MNIST subset in the package",
     )
     t.add_argument("--device", default="cpu", help="cpu, gpu or cuda:N")
     t.add_argument(
@@ -174,6 +178,12 @@ def _add_train(sub: Any) -> None:
     t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     t.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
     t.set_defaults(func="train")
+
+
+def _add_prepare(sub: Any) -> None:
+    from alexnet.data.prepare import build_prepare_parser  # its own parser: also `python -m alexnet.data.prepare`
+
+    build_prepare_parser(sub)  # sets func="prepare"
 
 
 def _add_optimizer_options(t: argparse.ArgumentParser) -> None:
@@ -223,6 +233,18 @@ def _add_data_options(t: argparse.ArgumentParser) -> None:
         help="train on a random subset of this many images (quick runs)",
     )
     t.add_argument(
+        "--workers",
+        type=_setting("workers"),
+        help="processes making the batches of a store or image folder (default: all cores but one; 0: none); "
+        "the batches are the same for any number",
+    )
+    t.add_argument(
+        "--mean",
+        choices=["image", "channel"],
+        help="colour data: subtract the training set's mean image (the paper's; the default) or its channel "
+        "means, then divide by the channel stds; eval and predict do the same",
+    )
+    t.add_argument(
         "--ten-crop",
         action="store_const",
         const=True,
@@ -236,13 +258,15 @@ def _add_eval(sub: Any) -> None:
         sub,
         "eval",
         "top-1/top-5 error of a checkpoint on the test set",
-        "Score a trained run on its test set: the test split of the data it trained on (or --data), with its "
-        "own normalisation, centre crop or the paper's 10 crops. A run folder means its best epoch by "
+        "Score a trained run on its test set: the test split of the data it trained on (or --data: for colour "
+        "models the val/ split of a prepared store or image folder), with its own normalisation, centre crop "
+        "or the paper's 10 crops; top-1 and top-5 error. A run folder means its best epoch by "
         "validation error (best.npz); name RUN/checkpoint.npz for the last one.",
         """
   alexnet eval runs/alexnet-tiny-...                 the best epoch, centre crop
   alexnet eval runs/alexnet-tiny-... --ten-crop      the paper's 10-crop test
   alexnet eval runs/alexnet-tiny-.../checkpoint.npz  the last epoch instead of the best
+  alexnet eval runs/alexnet-... --data OUT --ten-crop  ImageNet's validation images in a prepared store
 """,
     )
     e.add_argument("checkpoint", metavar="RUN", help="a run folder or a checkpoint file")
@@ -255,6 +279,9 @@ def _add_eval(sub: Any) -> None:
         help="average the softmax over 10 crops, as in the paper (on images of the input size: image and mirror)",
     )
     e.add_argument("--model", default=None, help="fail unless the checkpoint holds this model")
+    e.add_argument(
+        "--workers", type=_setting("workers"), default=None, help="processes making the batches of colour data"
+    )
     e.set_defaults(func="eval")
 
 

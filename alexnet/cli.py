@@ -1,4 +1,4 @@
-"""The `alexnet` command: train, eval, predict, plot, summary, gradcheck (the parser is in `alexnet.arguments`).
+"""The `alexnet` command: train, prepare, eval, predict, plot, summary, gradcheck (parser: `alexnet.arguments`).
 
 `alexnet train` with no options is the project's demo: it trains alexnet-tiny on
 Fashion-MNIST on the CPU in a few minutes, then prints the test accuracy and where
@@ -23,8 +23,8 @@ from alexnet.arguments import build_parser
 from alexnet.checkpoint import CheckpointError
 from alexnet.config import TrainConfig
 from alexnet.model import AlexNet, build_model, format_summary
-from alexnet.run_data import prepare_data
-from alexnet.runs import load_model
+from alexnet.run_data import PreparedData, StreamData, prepare_data
+from alexnet.runs import DATA_STATS, load_model, load_statistics
 from alexnet.train import TrainingDiverged, train
 from minigrad import Tensor, backend, keep_freed_memory
 
@@ -80,8 +80,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_data(args: argparse.Namespace, model: AlexNet, meta: dict) -> tuple[TrainConfig, PreparedData | StreamData]:
+    """The run's settings and its test data (or --data's), normalised as the run trained."""
+    cfg = TrainConfig.from_saved(meta["train_config"])
+    if args.data is not None:
+        cfg.data = args.data
+    if args.workers is not None:
+        cfg.workers = args.workers
+    stats = None
+    if model.config.in_channels == 3:
+        folder = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+        stats = load_statistics(folder / DATA_STATS)
+    return cfg, prepare_data(cfg, model.config.in_channels, model.config.image_size, statistics=stats)
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from alexnet.evaluate import evaluate, ten_crop_notes
+    from alexnet.evaluate import evaluate, evaluate_batches, ten_crop_notes
     from alexnet.inference import normalization
 
     try:
@@ -89,20 +103,22 @@ def _eval(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         return _error(f"{exc}; usage: alexnet eval RUN [--ten-crop]")
     try:
-        cfg = TrainConfig.from_saved(meta["train_config"])
-        if args.data is not None:
-            cfg.data = args.data
-        prepared = prepare_data(cfg, model.config.in_channels, model.config.image_size)
+        cfg, prepared = _eval_data(args, model, meta)
     except _INPUT_ERRORS as exc:
         return _error(str(exc))
-    mean, std = normalization(meta)
-    result = evaluate(
-        model, prepared.test_images, prepared.test_labels, args.batch_size, mean, std, args.ten_crop, progress=True
-    )
+    if isinstance(prepared, StreamData):
+        with prepared.eval_loader("test", cfg, args.ten_crop) as loader:
+            result = evaluate_batches(model, loader, total=len(loader), progress=True)
+        stored = prepared.image_size
+    else:
+        mean, std = normalization(meta, args.checkpoint)
+        images, labels = prepared.test_images, prepared.test_labels
+        result = evaluate(model, images, labels, args.batch_size, mean, std, args.ten_crop, progress=True)
+        stored = images.shape[-2:]
     print(f"{model.config.name} on {result.count:,} test images ({prepared.source}; "
           f"{'10-crop' if args.ten_crop else 'centre crop'}):")  # fmt: skip
     if args.ten_crop:
-        for note in ten_crop_notes(prepared.test_images.shape[-2:], model.config.image_size, cfg.augment):
+        for note in ten_crop_notes(stored, model.config.image_size, cfg.augment):
             print(f"  note: {note}")
     print(f"  top-1 error {100 * result.top1_error:.2f}%  (accuracy {100 * (1 - result.top1_error):.2f}%)")
     print(f"  top-5 error {100 * result.top5_error:.2f}%")
@@ -118,7 +134,7 @@ def _predict(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         return _error(f"{exc}; usage: alexnet predict RUN IMAGE [IMAGE ...]")
     try:
-        predictions = predict_files(model, meta, args.images, top=args.top, invert=args.invert)
+        predictions = predict_files(model, meta, args.images, top=args.top, invert=args.invert, run=args.checkpoint)
     except (FileNotFoundError, ValueError, OSError) as exc:
         return _error(str(exc))
     for prediction in predictions:
@@ -204,8 +220,15 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from alexnet.data.prepare import run_prepare
+
+    return run_prepare(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
+    "prepare": _prepare,
     "eval": _eval,
     "predict": _predict,
     "plot": _plot,

@@ -13,6 +13,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+# The values of `mean` (alexnet.data.augment.MEAN_MODES: repeated here, as this module imports no NumPy).
+MEAN_MODES = ("image", "channel")
+
 
 @dataclass
 class TrainConfig:
@@ -46,6 +49,13 @@ class TrainConfig:
     init: str | None = None
     activation: str | None = None  # None: the model's own (ReLU, as in the paper); "tanh" for the Fig. 1 comparison
     dropout: float | None = None  # None: the model's own
+    # Background processes that make the batches of an image folder or prepared store (None: all cores but
+    # one; 0: made in the training process). The batches do not depend on it.
+    workers: int | None = None
+    # What is subtracted from colour images: "image", the training set's mean image (the paper's), or "channel",
+    # its per-channel means; both then divide by the channel stds. None: "image" for colour data, "channel" for
+    # Fashion-MNIST (the only choice there).
+    mean: str | None = None
     progress: bool = True
     # One {"epochs": new target, "from": old target, "date": ...} per `--resume --epochs` that extended the run.
     extensions: list[dict[str, Any]] = field(default_factory=list)
@@ -60,6 +70,8 @@ class TrainConfig:
             problem = bounds.problem(getattr(self, name))
             if problem:
                 raise ValueError(f"{name} {problem}")
+        if self.mean not in (None, *MEAN_MODES):
+            raise ValueError(f"mean must be one of {', '.join(MEAN_MODES)}, got {self.mean!r}")
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
@@ -118,6 +130,7 @@ BOUNDS: dict[str, Bounds] = {
     "groups": Bounds(whole=True, low=1),
     "width": Bounds(whole=False, low=0, low_open=True),
     "dropout": Bounds(whole=False, low=0, high=1),
+    "workers": Bounds(whole=True, low=0),
 }
 
 
@@ -144,4 +157,5 @@ def resolve_defaults(cfg: TrainConfig, in_channels: int, n_train: int) -> TrainC
     # Crops, flips and PCA lighting fight over-fitting of ImageNet-sized colour images over ~90 epochs. On 28x28
     # Fashion-MNIST pad-and-crop slows learning more than it helps in a few epochs. So: colour data only.
     augment = cfg.augment if cfg.augment is not None else in_channels == 3
-    return dataclasses.replace(cfg, lr=lr, epochs=epochs, augment=augment)
+    mean = cfg.mean if cfg.mean is not None else "image" if in_channels == 3 else "channel"
+    return dataclasses.replace(cfg, lr=lr, epochs=epochs, augment=augment, mean=mean)

@@ -5,7 +5,7 @@ May import: `alexnet.data`, `alexnet.model`, minigrad's public API, NumPy, tqdm,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,17 @@ class EvalResult:
     top1_error: float
     top5_error: float
     count: int
+
+    def sums(self) -> np.ndarray:
+        """(4,) float64: summed loss, top-1 errors, top-5 errors and the count, what ranks add up."""
+        n = self.count
+        return np.array([self.loss * n, self.top1_error * n, self.top5_error * n, n], dtype=np.float64)
+
+    @classmethod
+    def from_sums(cls, sums: np.ndarray) -> EvalResult:
+        """The result of summed (loss, top-1 errors, top-5 errors, count), e.g. over the ranks of a job."""
+        n = max(float(sums[3]), 1.0)
+        return cls(float(sums[0]) / n, float(sums[1]) / n, float(sums[2]) / n, round(float(sums[3])))
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         return {
@@ -110,6 +121,36 @@ def evaluate(
     logp = logits if ten_crop else F.log_softmax(Tensor(logits), axis=1).numpy()
     loss = float(-logp[np.arange(len(labels)), labels].mean())
     return EvalResult(loss, top_k_error(logits, labels, 1), top_k_error(logits, labels, 5), len(labels))
+
+
+def evaluate_batches(
+    model: AlexNet, batches: Iterable[tuple[np.ndarray, np.ndarray]], total: int | None = None, progress: bool = False
+) -> EvalResult:
+    """Mean cross-entropy, top-1 and top-5 error over normalised batches, e.g. `alexnet.data.eval_batches`.
+
+    x: (B, C, S, S) float32, or (V, B, C, S, S) for V views of each image (the paper's 10 crops), whose
+    softmax is averaged; y: (B,) int64. `total`: the number of batches, for the progress bar.
+    """
+    was_training = model.training
+    model.eval()
+    sums = np.zeros(4, dtype=np.float64)
+    try:
+        with no_grad():
+            for x, y in tqdm(batches, total=total, desc="eval", disable=not progress):
+                if x.ndim == 5:
+                    v, b = x.shape[:2]
+                    flat = np.ascontiguousarray(x.reshape(v * b, *x.shape[2:]))
+                    probs = F.softmax(model(Tensor(backend.to_device(flat, model.device))), axis=1).numpy()
+                    logp = np.log(np.maximum(probs.reshape(v, b, -1).mean(axis=0), np.float32(1e-30)))
+                else:
+                    logits = model(Tensor(backend.to_device(np.ascontiguousarray(x), model.device)))
+                    logp = F.log_softmax(logits, axis=1).numpy()
+                n = len(y)
+                loss = -float(logp[np.arange(n), y].sum())
+                sums += [loss, top_k_error(logp, y, 1) * n, top_k_error(logp, y, 5) * n, n]
+    finally:
+        model.train(was_training)
+    return EvalResult.from_sums(sums)
 
 
 def ten_crop_notes(image_size: tuple[int, int], crop: int, trained_with_flips: bool | None) -> list[str]:

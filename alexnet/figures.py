@@ -10,14 +10,15 @@ library.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from alexnet import data, plots
 from alexnet.config import TrainConfig
 from alexnet.inference import class_names, features, normalization, probabilities
-from alexnet.run_data import prepare_data
-from alexnet.runs import load_model, read_metrics
+from alexnet.run_data import StreamData, prepare_data
+from alexnet.runs import DATA_STATS, load_model, load_statistics, read_metrics
 
 
 def sample_indices(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -26,6 +27,17 @@ def sample_indices(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     Random rather than the first `size`: image folders list their images class by class.
     """
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+def _read_images(source: Any, indices: np.ndarray) -> np.ndarray:
+    """(K, 3, S, S) uint8: the readable ones of these images of a source (an unreadable file is left out)."""
+    images = []
+    for i in indices:
+        try:
+            images.append(source.read(int(i)))
+        except ValueError:
+            continue
+    return np.stack(images)
 
 
 def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8, bank_size: int = 2000) -> list[Path]:
@@ -46,12 +58,19 @@ def plot_run(run_dir: Path, device: str = "cpu", n_images: int = 8, bank_size: i
     written.append(plots.plot_kernel_grid(conv1, out / "conv1_kernels.png", groups=groups, title=title))
 
     size = model.config.image_size
-    prepared = prepare_data(TrainConfig.from_saved(meta["train_config"]), model.config.in_channels, size)
-    mean, std = normalization(meta)
+    cfg = TrainConfig.from_saved(meta["train_config"])
+    stats = load_statistics(run_dir / DATA_STATS) if model.config.in_channels == 3 else None
+    prepared = prepare_data(cfg, model.config.in_channels, size, statistics=stats)
+    mean, std = normalization(meta, run_dir)
     rng = np.random.default_rng(0)
     pick = sample_indices(len(prepared.test_labels), n_images, rng)
-    images = data.center_crop(prepared.test_images[pick], size)
-    bank = data.center_crop(prepared.train_images[sample_indices(len(prepared.train_labels), bank_size, rng)], size)
+    bank_pick = sample_indices(len(prepared.train_labels), bank_size, rng)
+    if isinstance(prepared, StreamData):  # read only the images shown, never the whole data set
+        images = data.center_crop(_read_images(prepared.test, pick), size)
+        bank = data.center_crop(_read_images(prepared.train, bank_pick), size)
+    else:
+        images = data.center_crop(prepared.test_images[pick], size)
+        bank = data.center_crop(prepared.train_images[bank_pick], size)
     probs = probabilities(model, images, mean, std)
     written.append(
         plots.plot_predictions(

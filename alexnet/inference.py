@@ -1,14 +1,15 @@
 """A trained model applied to images: class probabilities (the library's softmax), fc7 features, and image
 files read the way the model's training data was (`alexnet predict`, and the figures of `alexnet plot`).
 
-May import: `alexnet.data`, `alexnet.model`, `alexnet.run_data`, minigrad's public API, NumPy, Pillow, the
-standard library.
+May import: `alexnet.data`, `alexnet.model`, `alexnet.run_data`, `alexnet.runs`, minigrad's public API, NumPy,
+Pillow, the standard library.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,31 @@ import minigrad.functional as F
 from alexnet import data
 from alexnet.model import AlexNet
 from alexnet.run_data import resize_for
+from alexnet.runs import DATA_STATS, load_statistics
 from minigrad import Tensor, backend, no_grad
 
 
-def normalization(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The per-channel mean and std a run trained with (from its checkpoint's meta): (C,), (C,) float32."""
-    return np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
+def normalization(meta: dict[str, Any], path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and std a run trained with (from its checkpoint's meta), float32: mean (C,) per channel, or
+    (C, S, S), the centre S x S of the training set's mean image, for a run with `--mean image` (read from
+    DATA_STATS in the run folder `path`, or the folder of the checkpoint file `path`); std (C,).
+    """
+    std = np.asarray(meta["std"], np.float32)
+    if meta["train_config"].get("mean") != "image":
+        return np.asarray(meta["mean"], np.float32), std
+    if path is None:
+        raise ValueError("a run trained with --mean image needs its folder, which holds its mean image")
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    mean_image = load_statistics(folder / DATA_STATS).mean_image
+    size = meta["model_config"]["image_size"]
+    return data.center_crop(np.asarray(mean_image, np.float32)[None], size)[0], std
+
+
+def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(B, C, S, S) uint8 -> (x / 255 - mean) / std, float32; mean (C,) or (C, S, S), std (C,)."""
+    mean = np.asarray(mean, np.float32)
+    mean = mean.reshape(-1, 1, 1) if mean.ndim == 1 else mean
+    return (data.to_unit_float(x) - mean) / np.asarray(std, np.float32).reshape(-1, 1, 1)
 
 
 def class_names(meta: dict[str, Any], model: AlexNet) -> list[str]:
@@ -34,14 +54,15 @@ def _batches(model: AlexNet, images: np.ndarray, mean: np.ndarray, std: np.ndarr
     """Model inputs on the model's device, `batch_size` images at a time. images: (N, C, S, S) uint8."""
     for start in range(0, len(images), batch_size):
         chunk = np.ascontiguousarray(images[start : start + batch_size])
-        x = data.normalize(data.to_unit_float(chunk), mean, std)
+        x = _normalize(chunk, mean, std)
         yield Tensor(backend.to_device(x, model.device))
 
 
 def probabilities(
     model: AlexNet, images: np.ndarray, mean: np.ndarray, std: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
-    """Softmax of the model's outputs in eval mode. images: (N, C, S, S) uint8 at the input size -> (N, K)."""
+    """Softmax of the model's outputs in eval mode. images: (N, C, S, S) uint8 at the input size -> (N, K);
+    mean: (C,) or (C, S, S), std: (C,) (`normalization`)."""
     model.eval()
     with no_grad():
         probs = [F.softmax(model(x), axis=1).numpy() for x in _batches(model, images, mean, std, batch_size)]
@@ -160,11 +181,17 @@ class Prediction:
 
 
 def predict_files(
-    model: AlexNet, meta: dict[str, Any], paths: list[str], top: int = 5, invert: bool = False
+    model: AlexNet,
+    meta: dict[str, Any],
+    paths: list[str],
+    top: int = 5,
+    invert: bool = False,
+    run: str | os.PathLike | None = None,
 ) -> list[Prediction]:
-    """Read each file as the model's input and rank the classes. meta: the checkpoint's (`load_model`)."""
+    """Read each file as the model's input and rank the classes. meta: the checkpoint's (`load_model`); run:
+    its run folder or checkpoint file (where a run with --mean image keeps its mean image)."""
     read = [read_image(model, p, invert) for p in paths]
-    probs = probabilities(model, np.stack([r.pixels for r in read]), *normalization(meta))
+    probs = probabilities(model, np.stack([r.pixels for r in read]), *normalization(meta, run))
     names = class_names(meta, model)
     ranked = np.argsort(-probs, axis=1, kind="stable")[:, :top]
     return [

@@ -1,5 +1,10 @@
-"""The data of a run: which data set a model reads (Fashion-MNIST for greyscale models, an image folder for
-colour ones), the validation split held out of the training images, and the normalisation statistics.
+"""The data of a run: which data set a model reads (Fashion-MNIST for greyscale models, a prepared store or an
+image folder for colour ones), the validation split held out of the training images, and the normalisation
+statistics.
+
+Fashion-MNIST is small and held whole in memory (`PreparedData`). Colour data is read image by image
+(`StreamData`): from a store that `alexnet prepare` wrote (memory-mapped), or decoded straight from an image
+folder, by the background workers of `alexnet.data.BackgroundLoader`, so memory does not grow with the data.
 
 A `--data` value that does not fit the model is a `DataError` that says what was looked for, where, and
 which `--model` or `--data` would fit (`describe_folder` tells the layouts apart).
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +83,7 @@ _FOLDER_LAYOUT = "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
 
 def describe_folder(path: Path) -> str:
     """What a `--data` path holds: "missing", "file", "empty", "fashion-mnist" (any of its four IDX files),
-    "image-folder" (a train/ folder), or "other"."""
+    "prepared-store" (`alexnet prepare`'s output), "image-folder" (a train/ folder), or "other"."""
     if not path.exists():
         return "missing"
     if not path.is_dir():
@@ -88,6 +94,8 @@ def describe_folder(path: Path) -> str:
     names = {p.name.removesuffix(".gz") for p in entries}
     if names & set(data.FASHION_MNIST_FILES.values()):
         return "fashion-mnist"
+    if data.is_store(path):
+        return "prepared-store"
     if (path / "train").is_dir():
         return "image-folder"
     return "other"
@@ -100,11 +108,9 @@ def _fashion_directory_error(directory: Path, what: str) -> DataError | FileNotF
     fits = f"{greyscale} reads Fashion-MNIST: a folder of its IDX files ({_FASHION_FILES}), or --data bundled"
     if kind == "missing":
         return FileNotFoundError(f"{what} {directory} does not exist ({fits})")
-    if kind == "image-folder":
-        return DataError(
-            f"{what} {directory} is an image folder (train/<class>/...), data for the colour models: add --model "
-            f"{colour}; {fits}"
-        )
+    if kind in ("image-folder", "prepared-store"):
+        held = "an image folder (train/<class>/...)" if kind == "image-folder" else "a prepared store (alexnet prepare)"
+        return DataError(f"{what} {directory} is {held}, data for the colour models: add --model {colour}; {fits}")
     if kind in ("file", "empty", "other"):
         held = {"file": "is a file, not a folder", "empty": "is empty", "other": "holds no Fashion-MNIST files"}
         return DataError(
@@ -135,7 +141,10 @@ def _load_fashion_mnist(cfg: TrainConfig, image_size: int) -> _Loaded:
 def _image_folder_error(cfg: TrainConfig) -> Exception | None:
     """The error for a `--data` value that is not an image folder (None when it looks like one)."""
     greyscale, colour = _models(1), _models(3)
-    wanted = f"colour models ({colour}) read an image folder: --data DIR with {_FOLDER_LAYOUT}"
+    wanted = (
+        f"colour models ({colour}) read an image folder: --data DIR with {_FOLDER_LAYOUT} (or a store that "
+        "`alexnet prepare DIR OUT` wrote: --data OUT)"
+    )
     if cfg.data is None:
         return DataError(f"{cfg.model} needs --data DIR: {wanted}")
     if cfg.data == "bundled":
@@ -146,28 +155,12 @@ def _image_folder_error(cfg: TrainConfig) -> Exception | None:
         return FileNotFoundError(f"--data {root} does not exist ({wanted})")
     if kind == "fashion-mnist":
         return DataError(f"--data {root} holds Fashion-MNIST (greyscale 28x28): add --model {greyscale}; {wanted}")
+    if kind == "prepared-store":
+        return None
     if not (root / "train").is_dir() or not any((root / d).is_dir() for d in ("val", "test")):
         held = {"file": "is a file, not a folder", "empty": "is empty"}.get(kind, "lacks train/ and val/ (or test/)")
         return DataError(f"--data {root} {held}: {wanted}")
     return None
-
-
-def _load_image_folder(cfg: TrainConfig, image_size: int) -> _Loaded:
-    problem = _image_folder_error(cfg)
-    if problem is not None:
-        raise problem
-    root = Path(cfg.data)  # type: ignore[arg-type]  (checked above)
-    test_dir = next(root / d for d in ("val", "test") if (root / d).is_dir())
-    resize = resize_for(image_size)
-    train_folder = data.ImageFolder(root / "train", resize=resize)
-    test_folder = data.ImageFolder(test_dir, resize=resize)
-    if test_folder.classes != train_folder.classes:
-        raise DataError(f"{test_dir} has other classes than {root / 'train'}")
-    train_x, train_y = train_folder.load_all()
-    test_x, test_y = test_folder.load_all()
-    eig = data.rgb_pca(train_x, rng=np.random.default_rng(cfg.seed))
-    names = tuple(train_folder.classes)
-    return _Loaded(train_x, train_y, test_x, test_y, names, f"image folder {root}", str(root.absolute()), eig)
 
 
 def resize_for(image_size: int) -> int:
@@ -176,33 +169,60 @@ def resize_for(image_size: int) -> int:
     return 256 if image_size >= 224 else round(image_size * 256 / 224)
 
 
+def _split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): the training set's indices left for training (in the data's order) and those held out."""
+    order = np.random.default_rng([seed, 12345]).permutation(n)
+    return np.sort(order[val_size:]), order[:val_size]
+
+
 def _split_validation(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> tuple:
-    order = np.random.default_rng([seed, 12345]).permutation(len(labels))
-    val, train = order[:val_size], np.sort(order[val_size:])
+    train, val = _split_indices(len(labels), val_size, seed)
     return images[train], labels[train], images[val], labels[val]
 
 
-def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> PreparedData:
-    """Load the data set for a model: Fashion-MNIST for greyscale models, an image folder for colour ones.
-
-    A validation split (default: 5,000 images, or a tenth of a small training set, at least one) is held
-    out of the training images; its error drives the learning-rate schedule, as in the paper. The test split is
-    only used at the end.
-    """
-    loaded = _load_fashion_mnist(cfg, image_size) if in_channels == 1 else _load_image_folder(cfg, image_size)
-    n = len(loaded.train_labels)
+def _validation_size(cfg: TrainConfig, n: int, source: str) -> int:
+    """The number of training images held out for validation (default: 5,000, or a tenth, at least one)."""
     # At least one image: the validation error drives the learning-rate schedule and picks best.npz.
     val_size = cfg.val_size if cfg.val_size is not None else max(1, min(5000, n // 10))
     if val_size >= n:
         raise DataError(
-            f"--val-size {val_size:,} leaves no images to train on: {loaded.source} has {n:,} training images "
+            f"--val-size {val_size:,} leaves no images to train on: {source} has {n:,} training images "
             "(use a smaller --val-size, or more data)"
         )
+    return val_size
+
+
+def _keep_some(cfg: TrainConfig, n: int) -> np.ndarray | None:
+    """--max-train-images: a random subset of positions 0..n-1 in the data's order, not the first k (image
+    folders list their images class by class); None keeps all."""
+    if cfg.max_train_images is None or cfg.max_train_images >= n:
+        return None
+    rng = np.random.default_rng([cfg.seed, 23456])
+    return np.sort(rng.choice(n, size=cfg.max_train_images, replace=False))
+
+
+def prepare_data(
+    cfg: TrainConfig, in_channels: int, image_size: int, statistics: data.Statistics | None = None
+) -> PreparedData | StreamData:
+    """The data set of a model: Fashion-MNIST for greyscale models (`PreparedData`, in memory), a prepared
+    store or an image folder for colour ones (`StreamData`, read image by image).
+
+    A validation split (default: 5,000 images, or a tenth of a small training set, at least one) is held
+    out of the training images; its error drives the learning-rate schedule, as in the paper. The test split is
+    only used at the end. `statistics`: a run's own normalisation statistics (a resume, eval), instead of the
+    data's (a raw folder estimates them from 1,000 images).
+    """
+    if in_channels == 3:
+        return _open_stream(cfg, image_size, statistics)
+    if cfg.mean == "image":
+        raise DataError("--mean image needs colour data (a prepared store or an image folder); Fashion-MNIST "
+                        "uses --mean channel")  # fmt: skip
+    loaded = _load_fashion_mnist(cfg, image_size)
+    n = len(loaded.train_labels)
+    val_size = _validation_size(cfg, n, loaded.source)
     train_x, train_y, val_x, val_y = _split_validation(loaded.train_images, loaded.train_labels, val_size, cfg.seed)
-    if cfg.max_train_images is not None and cfg.max_train_images < len(train_y):
-        # A random subset in the data's order, not the first k: image folders list their images class by class.
-        rng = np.random.default_rng([cfg.seed, 23456])
-        keep = np.sort(rng.choice(len(train_y), size=cfg.max_train_images, replace=False))
+    keep = _keep_some(cfg, len(train_y))
+    if keep is not None:
         train_x, train_y = train_x[keep], train_y[keep]
     mean, std = data.channel_mean_std(train_x)
     return PreparedData(
@@ -219,4 +239,126 @@ def prepare_data(cfg: TrainConfig, in_channels: int, image_size: int) -> Prepare
         image_size,
         loaded.data_setting,
         *loaded.eig,
+    )
+
+
+# ----------------------------------------------------------------------------- colour data, streamed
+
+
+# The std of PCA lighting's random factors (the paper's 0.1).
+LIGHTING_STD = 0.1
+
+
+@dataclass
+class StreamData:
+    """Colour data read image by image by background workers: a prepared store or a raw image folder.
+
+    train, val: the training images and the validation images held out of them (`alexnet.data.Subset`);
+    test: the data's val/ split. Images are (3, size, size) uint8; batches come from `train_loader` and
+    `eval_loader` as (B, 3, crop, crop) float32, normalised with `statistics` the way `mean` says.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    class_names: tuple[str, ...]
+    source: str
+    statistics: data.Statistics
+    crop: int  # the model's input size
+    data_setting: str
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.val.labels
+
+    @property
+    def test_labels(self) -> np.ndarray:
+        return self.test.labels
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(3,) the training set's channel means (what a checkpoint records beside `config.mean`)."""
+        return np.asarray(self.statistics.channel_mean, np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.asarray(self.statistics.channel_std, np.float32)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the stored (or decoded) images, before the crop."""
+        return (self.test.size, self.test.size)
+
+    def train_loader(self, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> data.BackgroundLoader:
+        """The training batches: the paper's random crops, flips and PCA lighting (centre crops in a random
+        order with augmentation off), this rank's slice of each global batch of cfg.batch_size."""
+        augment = bool(cfg.augment)
+        return data.BackgroundLoader(
+            self.train, cfg.batch_size, mode="train" if augment else "center", crop=self.crop,
+            mean=cfg.mean or "image", lighting=LIGHTING_STD if augment else 0.0, flip=augment, shuffle=True,
+            drop_last=False, seed=cfg.seed, workers=cfg.workers, statistics=self.statistics, rank=rank,
+            world_size=world_size,
+        )  # fmt: skip
+
+    def eval_loader(
+        self, split: str, cfg: TrainConfig, ten_crop: bool = False, rank: int = 0, world_size: int = 1
+    ) -> data.BackgroundLoader:
+        """The batches of the "val" (held out) or "test" split, in order: centre crops or the paper's 10."""
+        source = self.val if split == "val" else self.test
+        return data.eval_batches(
+            source, 256, crop=self.crop, ten_crop=ten_crop, mean=cfg.mean or "image", workers=cfg.workers,
+            statistics=self.statistics, rank=rank, world_size=world_size,
+        )  # fmt: skip
+
+
+def _open_sources(cfg: TrainConfig, image_size: int) -> tuple[Any, Any, str]:
+    """The training and test sources of --data (a prepared store, or an image folder decoded as it is read),
+    and a description."""
+    problem = _image_folder_error(cfg)
+    if problem is not None:
+        raise problem
+    root = Path(cfg.data)  # type: ignore[arg-type]  (checked above)
+    try:
+        if data.is_store(root):
+            train, test = data.PreparedStore(root, "train"), data.PreparedStore(root, "val")
+            description = f"prepared store {root}"
+        else:
+            train = data.RawFolderSource(root, "train", size=resize_for(image_size))
+            test = data.RawFolderSource(root, "val", size=resize_for(image_size))
+            description = f"image folder {root}"
+    except data.LayoutError as exc:
+        raise DataError(str(exc)) from exc
+    if train.size < image_size:
+        raise DataError(
+            f"{root} holds {train.size}x{train.size} images, smaller than the model's {image_size}x{image_size} "
+            f"input: prepare it again with --size {resize_for(image_size)}"
+        )
+    return train, test, description
+
+
+def _open_stream(cfg: TrainConfig, image_size: int, statistics: data.Statistics | None) -> StreamData:
+    if cfg.mean not in (None, "image", "channel"):
+        raise DataError(f"--mean must be image or channel, got {cfg.mean!r}")
+    train, test, description = _open_sources(cfg, image_size)
+    n = len(train)
+    val_size = _validation_size(cfg, n, description)
+    train_idx, val_idx = _split_indices(n, val_size, cfg.seed)
+    keep = _keep_some(cfg, len(train_idx))
+    if keep is not None:
+        train_idx = train_idx[keep]
+    if statistics is None:
+        statistics = getattr(train, "statistics", None) or data.estimate_statistics(train, seed=cfg.seed)
+    return StreamData(
+        data.Subset(train, train_idx),
+        data.Subset(train, val_idx),
+        test,
+        tuple(train.classes),
+        description,
+        statistics,
+        image_size,
+        str(Path(cfg.data).absolute()),  # type: ignore[arg-type]
     )

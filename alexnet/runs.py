@@ -3,8 +3,8 @@
 `RunState` says where a run is; `save_run_checkpoint` writes everything needed to continue it exactly;
 `load_model` rebuilds a trained model from a run folder or checkpoint file (eval, predict, plot).
 
-May import: `alexnet.checkpoint`, `alexnet.config`, `alexnet.model`, minigrad's public API (backend, optim),
-NumPy, the standard library.
+May import: `alexnet.checkpoint`, `alexnet.config`, `alexnet.data.store`, `alexnet.model`, minigrad's public API
+(backend, optim), NumPy, the standard library.
 """
 
 from __future__ import annotations
@@ -20,14 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, split_prefix, write_text_atomically
+from alexnet.checkpoint import (
+    CheckpointError,
+    atomic_open,
+    load_checkpoint,
+    save_checkpoint,
+    split_prefix,
+    write_text_atomically,
+)
 from alexnet.config import TrainConfig
+from alexnet.data.store import Statistics
 from alexnet.model import AlexNet, model_from_config
 from minigrad import backend
 from minigrad.optim import Optimizer, ReduceLROnPlateau
 
+# The normalisation statistics of a run on colour data (mean image, channel mean/std, RGB eigen-pairs).
+DATA_STATS = "data_stats.npz"
 # What a run folder holds; a save killed halfway leaves `<name>.<random>.tmp` next to one of them.
-RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "config.json", "test.json")
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "config.json", "test.json", DATA_STATS)
 
 
 def _new_epoch_stats() -> dict[str, float]:
@@ -57,6 +67,19 @@ def default_run_dir(model_name: str) -> Path:
 def write_config(run_dir: Path, cfg: TrainConfig) -> Path:
     """config.json: the run's settings, readable without loading a checkpoint."""
     return write_text_atomically(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+def save_statistics(path: Path, stats: Statistics) -> None:
+    """The statistics a run normalises its colour data with, written atomically (`Statistics.save`'s format)."""
+    with atomic_open(path) as f:
+        np.savez(f, **{name: np.asarray(getattr(stats, name)) for name in stats.__dataclass_fields__})
+
+
+def load_statistics(path: Path) -> Statistics:
+    """A run's statistics (DATA_STATS), or a CheckpointError that names the missing file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: a run on colour data keeps its normalisation statistics there")
+    return Statistics.load(path)
 
 
 def remove_stale_temporaries(run_dir: Path, log: Callable[[str], None]) -> None:

@@ -5,8 +5,10 @@
                         final_test()                   -> the test set, scored once with the best epoch's weights
 
 Reproducibility is designed in:
-- the order and augmentation of epoch e come from `numpy.random.default_rng([seed, e])`, so a
-  run stopped in the middle of an epoch can replay that epoch's batches up to where it stopped;
+- the order and augmentation of epoch e come from `numpy.random.default_rng([seed, e])` (Fashion-MNIST) or
+  from (seed, e, position) for each image (colour data, made by `alexnet.data.BackgroundLoader`'s workers:
+  the same batches for any number of workers), so a run stopped in the middle of an epoch continues with
+  exactly the batches it would have had;
 - dropout masks come from minigrad's seeded generator, whose state is in the checkpoint;
 - checkpoints hold the model, optimizer and scheduler states and the epoch and batch reached.
 On the CPU a run that is stopped and resumed ends with exactly the weights of a run that never stopped.
@@ -38,18 +40,21 @@ import minigrad.functional as F
 from alexnet import data
 from alexnet.checkpoint import CheckpointError, load_checkpoint, split_prefix, write_text_atomically
 from alexnet.config import BOUNDS, TrainConfig, resolve_defaults
-from alexnet.evaluate import EvalResult, evaluate, ten_crop_notes, top_k_error
+from alexnet.evaluate import EvalResult, evaluate, evaluate_batches, ten_crop_notes, top_k_error
 from alexnet.model import AlexNet, build_model, model_from_config
-from alexnet.run_data import PreparedData, prepare_data
+from alexnet.run_data import PreparedData, StreamData, prepare_data
 from alexnet.runs import (
+    DATA_STATS,
     RunState,
     default_run_dir,
     load_model,
+    load_statistics,
     read_metrics,
     remove_stale_temporaries,
     restore_model,
     restore_optimizer,
     save_run_checkpoint,
+    save_statistics,
     write_config,
     write_metrics,
 )
@@ -81,10 +86,12 @@ class Run:
     model: AlexNet
     optimizer: Optimizer
     scheduler: ReduceLROnPlateau
-    data: PreparedData
+    data: PreparedData | StreamData
     state: RunState
     metrics: list[dict[str, Any]]
     saved_at: tuple[int, int] | None = None  # the (epoch, batch) that checkpoint.npz holds; None: no file yet
+    # The background loaders of streamed data, started when first needed and kept for the whole run.
+    loaders: dict[Any, data.BackgroundLoader] = dataclasses.field(default_factory=dict)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -93,6 +100,23 @@ class Run:
     @property
     def n_batches(self) -> int:
         return -(-len(self.data.train_labels) // self.cfg.batch_size)
+
+    def loader(self, split: str, ten_crop: bool = False) -> data.BackgroundLoader:
+        """The loader of streamed data's "train", "val" or "test" batches (its workers start once per run)."""
+        key = (split, ten_crop)
+        if key not in self.loaders:
+            assert isinstance(self.data, StreamData)
+            if split == "train":
+                self.loaders[key] = self.data.train_loader(self.cfg)
+            else:
+                self.loaders[key] = self.data.eval_loader(split, self.cfg, ten_crop)
+        return self.loaders[key]
+
+    def close(self) -> None:
+        """End the loaders' worker processes."""
+        for loader in self.loaders.values():
+            loader.close()
+        self.loaders.clear()
 
     def save(self, path: Path) -> None:
         """Write the run's checkpoint (everything needed to continue exactly) to `path`."""
@@ -111,7 +135,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     test: EvalResult | None
     stopped_early: bool
-    data: PreparedData
+    data: PreparedData | StreamData
 
 
 def train(
@@ -135,8 +159,11 @@ def train(
             None takes the settings that differ from TrainConfig's defaults.
     """
     run = start_run(cfg, log) if resume is None else resume_run(resume, cfg, log, given)
-    stopped = run_epochs(run, after_batch, log)
-    test = None if stopped else final_test(run, log)
+    try:
+        stopped = run_epochs(run, after_batch, log)
+        test = None if stopped else final_test(run, log)
+    finally:
+        run.close()
     return TrainResult(run.run_dir, run.model, run.metrics, test, stopped, run.data)
 
 
@@ -158,7 +185,7 @@ def _build_model(cfg: TrainConfig, num_classes: int | None = None) -> AlexNet:
 
 
 def _assemble(
-    cfg: TrainConfig, run_dir: Path, model: AlexNet, prepared: PreparedData, state: RunState, metrics: list
+    cfg: TrainConfig, run_dir: Path, model: AlexNet, prepared: PreparedData | StreamData, state: RunState, metrics: list
 ) -> Run:
     model.to(cfg.device)
     optimizer = make_optimizer(cfg, model)
@@ -186,6 +213,8 @@ def start_run(cfg: TrainConfig, log: Log) -> Run:
     run = _assemble(cfg, run_dir, model, prepared, RunState(), [])
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to load its data leaves nothing
     write_config(run_dir, cfg)
+    if isinstance(prepared, StreamData):  # eval, predict and a resume normalise with these, not the data's
+        save_statistics(run_dir / DATA_STATS, prepared.statistics)
     log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}; data: {prepared.source}")
     log(
         f"train {len(prepared.train_labels):,} / validation {len(prepared.val_labels):,} / "
@@ -195,7 +224,7 @@ def start_run(cfg: TrainConfig, log: Log) -> Run:
 
 
 # What a resume takes from the command line; every other setting is the run's own.
-RESUME_HONOURS = ("epochs", "device", "progress", "data")
+RESUME_HONOURS = ("epochs", "device", "progress", "data", "workers")
 
 
 def _flag(name: str, value: Any) -> str:
@@ -228,6 +257,8 @@ def _resumed_config(saved: dict[str, Any], cfg: TrainConfig, given: Collection[s
     if ignored:
         log(f"note: --resume keeps the run's own settings; ignored: {', '.join(ignored)}")
     saved = {**saved, "device": cfg.device, "progress": cfg.progress}
+    if cfg.workers is not None:  # the batches do not depend on it
+        saved["workers"] = cfg.workers
     problem = BOUNDS["epochs"].problem(cfg.epochs)
     if problem:
         raise ValueError(f"epochs {problem}")
@@ -294,10 +325,12 @@ def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log, given: Col
     model = model_from_config(meta["model_config"])
     restore_model(model, split_prefix(arrays, "model"), run_dir)
     mc = model.config
-    prepared = prepare_data(cfg, mc.in_channels, mc.image_size)
     # Normalise as the weights were trained, whatever the data gives today.
-    mean, std = (np.asarray(meta[k], np.float32) for k in ("mean", "std"))
-    prepared = dataclasses.replace(prepared, mean=mean, std=std)
+    stats = load_statistics(run_dir / DATA_STATS) if mc.in_channels == 3 else None
+    prepared = prepare_data(cfg, mc.in_channels, mc.image_size, statistics=stats)
+    if isinstance(prepared, PreparedData):
+        mean, std = (np.asarray(meta[k], np.float32) for k in ("mean", "std"))
+        prepared = dataclasses.replace(prepared, mean=mean, std=std)
     if prepared.class_names and len(prepared.class_names) != mc.num_classes:
         raise CheckpointError(f"the run has {mc.num_classes} classes but the data has {len(prepared.class_names)}")
     if cfg.data is None:  # a run saved without its data setting
@@ -368,11 +401,18 @@ def run_epochs(run: Run, after_batch: AfterBatch | None, log: Log) -> bool:
     return False
 
 
-def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The training batches of `epoch`, in the order and with the augmentation its seed gives: host arrays
-    x (B, C, S, S) float32, normalised, and y (B,) int64."""
+def epoch_batches(run: Run, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The training batches of `epoch` after the first `start_batch`, in the order and with the augmentation
+    its seed gives: (b, x, y), b counting from 1, host arrays x (B, C, S, S) float32, normalised, y (B,) int64.
+
+    Streamed data's x is a view of the loader's buffer, valid until the next batch is asked for.
+    """
     prepared = run.data
-    return data.iterate_batches(
+    if isinstance(prepared, StreamData):
+        for b, (x, y) in enumerate(run.loader("train").epoch(epoch, start_batch), start_batch + 1):
+            yield b, x, y
+        return
+    batches = data.iterate_batches(
         prepared.train_images,
         prepared.train_labels,
         run.cfg.batch_size,
@@ -382,6 +422,9 @@ def epoch_batches(run: Run, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray
         mean=prepared.mean,
         std=prepared.std,
     )
+    for b, (x, y) in enumerate(batches, 1):
+        if b > start_batch:  # the earlier ones are made anyway: they advance the epoch's random generator
+            yield b, x, y
 
 
 @contextlib.contextmanager
@@ -469,9 +512,8 @@ def train_epoch(run: Run, should_stop: AfterBatch) -> EpochTiming:
     state, stats = run.state, run.state.epoch_stats
     t0, images = time.perf_counter(), 0
     with _progress_bar(run) as bar:
-        for b, (x, y) in enumerate(epoch_batches(run, state.epoch), 1):
-            if b <= state.batch:  # replaying a stopped epoch: these batches were already trained on
-                continue
+        # A stopped epoch continues after the batches it already trained on.
+        for b, x, y in epoch_batches(run, state.epoch, state.batch):
             loss_value, logits = train_step(run, x, y)
             state.batch = b
             stats["loss_sum"] += loss_value * len(y)
@@ -489,10 +531,9 @@ def train_epoch(run: Run, should_stop: AfterBatch) -> EpochTiming:
 
 def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     """Validate, step the schedule, record the metrics, save best.npz (if better) and checkpoint.npz."""
-    state, prepared, stats = run.state, run.data, run.state.epoch_stats
+    state, stats = run.state, run.state.epoch_stats
     epoch = state.epoch
-    with _quiet_float_warnings():
-        val = evaluate(run.model, prepared.val_images, prepared.val_labels, 256, prepared.mean, prepared.std)
+    val = score(run, run.model, "val")
     if not math.isfinite(val.loss):
         raise _diverged(run, f"the validation loss became {val.loss}", f"at the end of epoch {epoch}")
     seen = max(stats["seen"], 1.0)
@@ -527,6 +568,21 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     )
 
 
+def score(run: Run, model: AlexNet, split: str, ten_crop: bool = False) -> EvalResult:
+    """Loss, top-1 and top-5 error of `model` on the run's "val" (held out) or "test" split."""
+    prepared = run.data
+    with _quiet_float_warnings():
+        if isinstance(prepared, StreamData):
+            loader = run.loader(split, ten_crop)
+            return evaluate_batches(model, loader, total=len(loader))
+        images, labels = (
+            (prepared.val_images, prepared.val_labels)
+            if split == "val"
+            else (prepared.test_images, prepared.test_labels)
+        )
+        return evaluate(model, images, labels, 256, prepared.mean, prepared.std, ten_crop=ten_crop)
+
+
 # ----------------------------------------------------------------------------- the final test
 
 
@@ -536,18 +592,10 @@ def final_test(run: Run, log: Log) -> EvalResult:
     prepared = run.data
     best_model, best_meta = load_model(run.run_dir, run.cfg.device)
     best_epoch = best_meta["state"]["epoch"] - 1
-    with _quiet_float_warnings():
-        test = evaluate(
-            best_model,
-            prepared.test_images,
-            prepared.test_labels,
-            256,
-            prepared.mean,
-            prepared.std,
-            ten_crop=run.cfg.ten_crop,
-        )
+    test = score(run, best_model, "test", ten_crop=run.cfg.ten_crop)
     if run.cfg.ten_crop:
-        for note in ten_crop_notes(prepared.test_images.shape[-2:], prepared.crop, run.cfg.augment):
+        stored = prepared.image_size if isinstance(prepared, StreamData) else prepared.test_images.shape[-2:]
+        for note in ten_crop_notes(stored, prepared.crop, run.cfg.augment):
             log(f"note: 10-crop test: {note}")
     log(
         f"test ({len(prepared.test_labels):,} images, best epoch {best_epoch} by validation error): "

@@ -290,17 +290,18 @@ def test_max_train_images_keeps_a_seeded_random_subset_of_every_class(tmp_path):
     prepared = prepare_data(cfg, in_channels=3, image_size=64)
     assert len(prepared.train_labels) == 12
     assert set(prepared.train_labels) == {0, 1, 2, 3}  # not just the first classes of the sorted folder
-    assert np.all(np.diff(prepared.train_labels) >= 0)  # in the data's order
+    assert np.all(np.diff(prepared.train.indices) > 0)  # in the data's order
     again = prepare_data(cfg, in_channels=3, image_size=64)
-    np.testing.assert_array_equal(prepared.train_images, again.train_images)
+    np.testing.assert_array_equal(prepared.train.indices, again.train.indices)
     other_seed = prepare_data(dataclasses.replace(cfg, seed=1), in_channels=3, image_size=64)
-    assert not np.array_equal(prepared.train_images, other_seed.train_images)
+    assert not np.array_equal(prepared.train.indices, other_seed.train.indices)
 
 
 def test_a_small_data_set_still_gets_a_validation_image(tmp_path):
     root = colour_folder(tmp_path / "images", classes=2, train_per_class=3)
     prepared = prepare_data(TrainConfig(model="alexnet-small", data=str(root)), in_channels=3, image_size=64)
     assert (len(prepared.val_labels), len(prepared.train_labels)) == (1, 5)
+    assert not set(prepared.val.indices) & set(prepared.train.indices)  # held out of the training images
 
 
 def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused(tmp_path):
@@ -457,7 +458,8 @@ def test_a_checkpoint_round_trip_gives_the_same_predictions(uninterrupted):
 
 
 def test_a_colour_model_trains_on_an_image_folder(tmp_path):
-    """The full-size pipeline (resize, random crops, flips, PCA lighting, 10-crop test) on generated JPEGs."""
+    """The full-size pipeline (resize, random crops, flips, PCA lighting, 10-crop test) on generated JPEGs,
+    decoded by the loader's workers as they are read."""
     from alexnet.data import make_fake_imagefolder
 
     root = tmp_path / "images"
@@ -465,12 +467,12 @@ def test_a_colour_model_trains_on_an_image_folder(tmp_path):
     make_fake_imagefolder(root / "val", ["n01", "n02", "n03"], per_class=3, size=(96, 96), seed=1)
     cfg = TrainConfig(
         model="alexnet-small", data=str(root), epochs=1, batch_size=8, val_size=3, out=str(tmp_path / "run"),
-        progress=False, ten_crop=True, width=0.5,
+        progress=False, ten_crop=True, width=0.5, workers=1,
     )  # fmt: skip
     result = train(cfg, log=quiet)
     assert result.model.config.num_classes == 3
-    assert result.data.train_images.shape[1:] == (3, 73, 73)  # 64 * 256 / 224: the paper's resize ratio
-    assert result.data.eigvals is not None and result.data.eigvals.shape == (3,)
+    assert result.data.image_size == (73, 73)  # 64 * 256 / 224: the paper's resize ratio
+    assert result.data.statistics.eigvals.shape == (3,)  # PCA lighting's, estimated from the folder
     assert result.test is not None and result.test.count == 9
     assert 0.0 <= result.test.top1_error <= 1.0 and result.test.top5_error == 0.0  # only 3 classes
 

@@ -15,6 +15,12 @@ Modules, in the order a reader meets them:
 - `image_folder`: ImageNet's folder layout, read with the paper's resize and centre crop.
 - `synthetic`: generated ImageNet-style folders for tests, benchmarks and trying the pipeline.
 
+ImageNet at full scale, never held whole in memory:
+
+- `layout`, `decode`: the source folder's files and labels; one image decoded the paper's way.
+- `prepare`, `store`: `alexnet prepare` decodes every image once into a memory-mapped store (`PreparedStore`).
+- `augment`, `loader`: one image at a time; `BackgroundLoader` makes batches in worker processes (`workers`).
+
 May import: NumPy, Pillow, the standard library. Never minigrad.
 """
 
@@ -22,6 +28,7 @@ from alexnet.data.batching import (
     DataLoader,
     iterate_batches,
 )
+from alexnet.data.decode import decode_image
 from alexnet.data.fashion_mnist import (
     BUNDLED_SUBSET,
     CLASS_NAMES,
@@ -44,6 +51,17 @@ from alexnet.data.image_folder import (
     ImageFolder,
     load_image,
 )
+from alexnet.data.layout import LayoutError, list_source
+from alexnet.data.loader import (
+    BackgroundLoader,
+    BadImageWarning,
+    RawFolderSource,
+    Subset,
+    estimate_statistics,
+    eval_batches,
+)
+from alexnet.data.prepare import PrepareError, PrepareReport, prepare
+from alexnet.data.store import PreparedStore, Statistics, StoreError, is_store, write_store
 from alexnet.data.synthetic import (
     make_fake_imagefolder,
 )
@@ -72,23 +90,39 @@ __all__ = [
     "IDX_DTYPES",
     "IMAGE_EXTENSIONS",
     "SYSTEM_FASHION_MNIST_DIR",
+    "BackgroundLoader",
+    "BadImageWarning",
     "DataLoader",
     "Dataset",
     "ImageFolder",
+    "LayoutError",
+    "PrepareError",
+    "PrepareReport",
+    "PreparedStore",
+    "RawFolderSource",
     "Split",
+    "Statistics",
+    "StoreError",
+    "Subset",
     "Transform",
     "center_crop",
     "channel_mean_std",
+    "decode_image",
     "distinct_ten_crop_views",
+    "estimate_statistics",
+    "eval_batches",
     "eval_transform",
     "find_fashion_mnist",
+    "is_store",
     "iterate_batches",
+    "list_source",
     "load_fashion_mnist",
     "load_fashion_mnist_subset",
     "load_image",
     "make_fake_imagefolder",
     "normalize",
     "pca_lighting",
+    "prepare",
     "random_crop",
     "random_horizontal_flip",
     "read_idx",
@@ -98,4 +132,5 @@ __all__ = [
     "to_unit_float",
     "train_transform",
     "write_idx",
+    "write_store",
 ]
