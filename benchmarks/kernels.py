@@ -3,12 +3,12 @@
     python benchmarks/kernels.py [--batch 32] [--repeat 7] [--no-interference]
 
 Prints one row per kernel and layer: the best time of each version in milliseconds and the speedup.
-Then it measures how idle worker threads that keep spinning slow the next kernel on a 2-core machine:
-OpenBLAS's slow a Numba kernel that runs right after a GEMM (as in a convolution's backward pass), Numba's
-OpenMP workers slow the GEMM that follows a Numba kernel. Three settings: both libraries' defaults, a short
-OpenBLAS timeout (OPENBLAS_THREAD_TIMEOUT=4, i.e. 2**4 cycles), and that plus OMP_WAIT_POLICY=PASSIVE
-(minigrad's defaults). The variables are read when the libraries load, so each setting runs in a fresh
-interpreter.
+Then it measures how idle worker threads that keep spinning slow the next kernel on a machine with few
+cores: conv2's backward pair, a GEMM and then col2im (a Numba kernel on minigrad's threads), each alone and
+back to back. Two ways to run the GEMM: NumPy's own `np.matmul` (OpenBLAS's worker threads, which spin for
+a while after it before they sleep) and minigrad's `matmul_split` (one block per core on minigrad's
+threads, the BLAS on one thread: its workers are never woken). Each runs in a fresh interpreter that
+imports NumPy first, with the environment as the user set it.
 """
 
 from __future__ import annotations
@@ -24,14 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-OPENBLAS_DEFAULT_TIMEOUT = "28"  # OpenBLAS's THREAD_TIMEOUT when the variable is unset (2**28 cycles)
+import numpy as np  # noqa: E402  (first, as in a learner's notebook: the order no longer matters)
 
-# What the thread variables were before minigrad sets its defaults (for the interference lines).
-ENV_AT_START = {name: os.environ.get(name) for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-
-from minigrad import kernels as K  # noqa: E402, I001  (after the path tweak; minigrad before NumPy, as everywhere)
-
-import numpy as np  # noqa: E402
+from minigrad import kernels as K  # noqa: E402  (after the path tweak)
 
 # name, input shape without the batch, kernel, stride, padding
 CONVS = [
@@ -108,7 +103,7 @@ def table(batch: int, repeat: int) -> None:
 
     load = os.getloadavg()[0]
     print(
-        f"float32, batch {batch}, best of {repeat}, {os.cpu_count()} cores, Numba threads {_numba_threads()}, "
+        f"float32, batch {batch}, best of {repeat}, {os.cpu_count()} cores, the Numba kernels on {K.cpu_cores()}, "
         f"load average before {load:.2f}"
     )
     print(f"{'kernel':<22} {'input, kernel/stride':<28} {'numba ms':>9} {'generic ms':>11} {'speedup':>8}")
@@ -116,16 +111,10 @@ def table(batch: int, repeat: int) -> None:
         print(f"{name:<22} {label:<28} {t_numba:9.2f} {t_generic:11.2f} {t_generic / t_numba:7.1f}x")
 
 
-def _numba_threads() -> str:
-    try:
-        import numba
-
-        return str(numba.get_num_threads())
-    except ImportError:
-        return "none"
+GEMMS = ("numpy", "minigrad")  # np.matmul on OpenBLAS's threads; K.matmul_split on minigrad's
 
 
-def interference(repeat: int) -> None:
+def interference(gemm_kind: str, repeat: int) -> None:
     """conv2's backward pair, GEMM then col2im, timed alone and back to back (as in a training step).
 
     On as many images as conv2d works on at a time on the CPU (16 MB of columns: 2 of conv2's).
@@ -136,13 +125,16 @@ def interference(repeat: int) -> None:
     rng = np.random.default_rng(0)
     k, s, p = 5, 1, 2
     x_shape = (batch, 96, 27, 27)
-    weights = rng.standard_normal((256, 96 * k * k), dtype=np.float32)
+    weights_t = np.ascontiguousarray(rng.standard_normal((256, 96 * k * k), dtype=np.float32).T)
     dout = rng.standard_normal((256, batch * 27 * 27), dtype=np.float32)  # (O, N*L), as conv2d lays it out
     dcols = np.empty((96 * k * k, batch * 27 * 27), dtype=np.float32)
     cols6 = dcols.reshape(96, k, k, batch, 27, 27)  # (C, KH, KW, N, OH, OW)
 
     def gemm() -> None:
-        np.matmul(weights.T, dout, out=dcols)
+        if gemm_kind == "numpy":
+            np.matmul(weights_t, dout, out=dcols)
+        else:
+            K.matmul_split(weights_t, dout, out=dcols)
 
     def col2im() -> None:
         K.col2im_numba(cols6, x_shape, k, k, s, p)
@@ -156,13 +148,10 @@ def interference(repeat: int) -> None:
             second()
             times.append(1e3 * (time.perf_counter() - start))
     col2im_after_ms, gemm_after_ms = min(col2im_after), min(gemm_after)
-    timeout = ENV_AT_START["OPENBLAS_THREAD_TIMEOUT"] or "default"
-    if timeout == OPENBLAS_DEFAULT_TIMEOUT:
-        timeout = "default"
-    spin = "default" if ENV_AT_START["GOMP_SPINCOUNT"] else ENV_AT_START["OMP_WAIT_POLICY"] or "PASSIVE"
+    label = {"numpy": "np.matmul (OpenBLAS's threads)", "minigrad": "matmul_split (minigrad's threads)"}[gemm_kind]
     print(
-        f"{batch} images | OPENBLAS_THREAD_TIMEOUT={timeout:<7} OMP_WAIT_POLICY={spin:<7} | "
-        f"col2im {col2im_alone:6.2f} ms alone, {col2im_after_ms:6.2f} ms after a GEMM "
+        f"{batch} images | GEMM by {label:<34} | "
+        f"col2im {col2im_alone:6.2f} ms alone, {col2im_after_ms:6.2f} ms after the GEMM "
         f"({col2im_after_ms / col2im_alone:.1f}x) | "
         f"GEMM {gemm_alone:6.2f} ms alone, {gemm_after_ms:6.2f} ms after col2im ({gemm_after_ms / gemm_alone:.2f}x)"
     )
@@ -172,27 +161,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--no-interference", action="store_true", help="skip the OpenBLAS/Numba measurement")
-    parser.add_argument("--interference-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-interference", action="store_true", help="skip the spinning-threads measurement")
+    parser.add_argument("--interference-only", choices=GEMMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.interference_only:
-        interference(args.repeat)
+        interference(args.interference_only, args.repeat)
         return
     table(args.batch, args.repeat)
     if args.no_interference or not K.numba_available():
         return
-    print()
-    # Both variables are read once, when OpenBLAS / the OpenMP runtime loads: one fresh interpreter each.
-    # "default" for OpenMP is libgomp's own (spin 300,000 times, then sleep): GOMP_SPINCOUNT set explicitly
-    # wins over the OMP_WAIT_POLICY=PASSIVE that minigrad sets when it is imported.
-    # OpenBLAS's own default timeout is 2**28 cycles: set explicitly, since minigrad would put in its 4 when unset.
-    for timeout, passive in ((OPENBLAS_DEFAULT_TIMEOUT, False), ("4", False), ("4", True)):
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")}
-        env["OPENBLAS_THREAD_TIMEOUT"] = timeout
-        if not passive:
-            env["GOMP_SPINCOUNT"] = "300000"
-        command = [sys.executable, __file__, "--interference-only", "--repeat", str(4 * args.repeat)]
-        subprocess.run(command, env=env, check=True)
+    print(f"\nload average {os.getloadavg()[0]:.2f}; {K.cpu_gemm_threads()} cores for minigrad's threads")
+    for gemm_kind in GEMMS:  # a fresh interpreter each: OpenBLAS's threads are still spinning after the first
+        command = [sys.executable, __file__, "--interference-only", gemm_kind, "--repeat", str(4 * args.repeat)]
+        subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":

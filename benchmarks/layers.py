@@ -41,13 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 TORCH_CHILD_FLAG = "--torch-child"
 
-# PyTorch is timed in a child process of this script (--torch-child) that loads torch BEFORE minigrad.
-# torch and Numba share one OpenMP runtime (both link libgomp.so.1), which reads its settings once, when it
-# loads: the child gives torch its own defaults, not the OMP_WAIT_POLICY=PASSIVE minigrad sets for Numba.
+# PyTorch is timed in a child process of this script (--torch-child): its OpenMP threads keep spinning for a
+# while after each op, and in one process with minigrad's timings they would take the cores minigrad needs.
 if TORCH_CHILD_FLAG in sys.argv:
     import torch  # noqa: F401
 
-# minigrad next: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
 import minigrad  # noqa: E402
 
 # isort: split
@@ -56,8 +54,9 @@ import numpy as np  # noqa: E402
 import minigrad.functional.conv as plain_conv  # noqa: E402  (the op: the plain definition, used on the GPU)
 import minigrad.kernels.conv_cpu as conv_ops  # noqa: E402  (the CPU-tuned path the op runs on NumPy)
 from alexnet.model import AlexNet, build_model, summarize  # noqa: E402
-from minigrad import _environment, backend, nn  # noqa: E402  (_environment: the thread variables minigrad set)
+from minigrad import backend, nn  # noqa: E402
 from minigrad.backend import Device  # noqa: E402
+from minigrad.kernels import cpu_gemm_threads  # noqa: E402
 from minigrad.tensor import Tensor  # noqa: E402
 
 KINDS = ("conv", "lrn", "pool", "fc", "other")
@@ -109,24 +108,16 @@ def numba_description() -> str:
         import numba
     except ImportError:
         return "not installed"
-    try:
-        layer = numba.threading_layer()  # only known once a parallel kernel has run
-    except ValueError:
-        layer = "not started yet"
-    return f"{numba.__version__} ({numba.get_num_threads()} threads, threading layer {layer})"
+    return f"{numba.__version__} (serial kernels, split over minigrad's threads)"
+
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")
 
 
 def thread_settings() -> str:
-    """The thread variables minigrad cares about, and who set them (minigrad's defaults do not reach torch)."""
-    parts = []
-    for name, default in _environment.ENVIRONMENT_DEFAULTS.items():
-        if name == "OPENBLAS_THREAD_TIMEOUT" and _environment.openblas_timeout_too_late:
-            parts.append(f"{name}={default} (minigrad's default, set after NumPy loaded: without effect)")
-        elif name in _environment.environment_defaults_applied:
-            parts.append(f"{name}={default} (minigrad's default)")
-        else:
-            parts.append(f"{name}={os.environ.get(name)} (set by the user)")
-    return ", ".join(parts)
+    """The thread variables as the user set them (minigrad sets none) and the cores minigrad's CPU ops use."""
+    values = ", ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in THREAD_VARIABLES)
+    return f"{values}; minigrad's CPU ops on {cpu_gemm_threads()} cores (its own threads, the BLAS on one each)"
 
 
 def machine_lines(device: Device, torch_line: str | None) -> list[str]:
@@ -136,7 +127,7 @@ def machine_lines(device: Device, torch_line: str | None) -> list[str]:
         f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba_description()}, "
         f"minigrad {minigrad.__version__}",
         f"BLAS: {blas_description()}",
-        f"{thread_settings()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}",
+        thread_settings(),
     ]
     if device.kind == "gpu":
         xp = device.xp
@@ -183,13 +174,11 @@ def import_torch(enabled: bool, device: Device) -> ModuleType | None:
 def run_torch_child(script: str, argv: list[str]) -> dict[str, Any] | None:
     """Run `script argv --torch-child` in a fresh interpreter and return the JSON it prints last.
 
-    The child's environment lacks the thread variables minigrad set in this process (the user's own stay),
-    so torch starts with the settings it would have without minigrad. None (with the reason printed) when
-    torch is not importable or the child fails.
+    It inherits this process's environment, which minigrad leaves as the user set it. None (with the reason
+    printed) when torch is not importable or the child fails.
     """
-    env = {k: v for k, v in os.environ.items() if k not in _environment.environment_defaults_applied}
     proc = subprocess.run(
-        [sys.executable, script, *argv, TORCH_CHILD_FLAG], env=env, capture_output=True, text=True, check=False
+        [sys.executable, script, *argv, TORCH_CHILD_FLAG], capture_output=True, text=True, check=False
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):

@@ -6,12 +6,8 @@ y = (x * x).sum()
 y.backward()          # x.grad == 2 * x
 """
 
-# First, before anything loads NumPy or Numba: their thread settings (see _environment.py).
-from minigrad import _environment  # noqa: F401
-from minigrad._environment import keep_freed_memory
-
-# isort: split
 from minigrad import backend, functional, nn, optim
+from minigrad._environment import keep_freed_memory
 from minigrad.backend import Device, gpu_available, manual_seed
 from minigrad.gradcheck import GradcheckReport, gradcheck
 from minigrad.tensor import Function, Tensor, enable_grad, no_grad, ones, rand, randn, tensor, zeros

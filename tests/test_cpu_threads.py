@@ -1,4 +1,5 @@
-"""split_over_cores: independent loop parts on several threads, the BLAS single-threaded meanwhile."""
+"""split_over_cores: independent loop parts on several threads, the BLAS single-threaded meanwhile; how many
+cores minigrad's CPU ops use (cpu_gemm_threads for products, cpu_cores for the compiled loops)."""
 
 import os
 import sys
@@ -9,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import minigrad  # noqa: F401  (its thread settings come before NumPy's)
 from minigrad.kernels import cpu_threads
-from minigrad.kernels.cpu_threads import _parts, cpu_gemm_threads, split_over_cores
+from minigrad.kernels.cpu_threads import _parts, cpu_cores, cpu_gemm_threads, split_over_cores
 
 
 def blas_thread_counts() -> list[int]:
@@ -157,6 +157,30 @@ def test_without_a_controllable_blas_there_is_one_worker_and_explicit_splits_sti
 def test_cpu_gemm_threads_is_the_blas_thread_count():
     counts = blas_thread_counts()
     assert cpu_gemm_threads() == (min(counts) if counts else 1)
+
+
+@needs_blas_control
+def test_inside_a_section_the_core_counts_are_those_outside_it_not_the_one_thread_blas():
+    """Another thread asking while a section is open (or a part itself) gets the counts minigrad splits over."""
+    outside = (cpu_gemm_threads(), cpu_cores())
+    inside = split_over_cores(4, lambda lo, hi: (blas_thread_counts(), cpu_gemm_threads(), cpu_cores()), workers=2)
+    assert all(counts == [1] * len(counts) and (gemm, loops) == outside for counts, gemm, loops in inside)
+
+
+def test_without_a_controllable_blas_the_compiled_loops_use_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "_controller", None)
+    monkeypatch.setattr(cpu_threads, "_controller_found", True)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cpu_gemm_threads() == 1 and cpu_cores() == usable
+
+
+@pytest.mark.parametrize("setting", ["ignore", "raise"])
+def test_the_parts_run_under_the_callers_numpy_errstate(setting):
+    """NumPy's errstate is a context variable: each part runs in a copy of the caller's context."""
+    with np.errstate(over=setting):
+        seen = split_over_cores(4, lambda lo, hi: np.geterr()["over"], workers=2)
+    assert seen == [setting, setting]
+    assert split_over_cores(4, lambda lo, hi: np.geterr()["over"], workers=2) == [np.geterr()["over"]] * 2
 
 
 @needs_blas_control

@@ -1,5 +1,6 @@
-"""Specification of `minigrad.kernels.dispatch` (which version of a kernel runs, the compile notice) and of
-`minigrad.kernels.shapes` (the window geometry every layer shares).
+"""Specification of `minigrad.kernels.dispatch` (which version of a kernel runs, how `run` splits a compiled
+loop over the cores, the compile notice) and of `minigrad.kernels.shapes` (the window geometry every layer
+shares).
 
 The notice: when Numba compiles one of minigrad's kernels (not when it loads one from its on-disk cache),
 one line goes to stderr, once per process, unless MINIGRAD_QUIET=1 or `show_compile_notice(False)`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 
 from minigrad import kernels as K
 from minigrad.kernels import dispatch, shapes
+from minigrad.kernels.cpu_threads import _parts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTICE = "minigrad: compiling the CPU kernels"
@@ -106,6 +109,102 @@ def test_fastest_falls_back_when_the_numba_version_finds_numba_broken():
     result = dispatch.fastest(broken, twins(calls)[1], x, arrays=(x,))
     np.testing.assert_array_equal(result, x)
     assert calls[-1] == "generic"
+
+
+# ----------------------------------------------------------------------------- run: a compiled loop in parts
+
+
+def recording_kernel(calls, together=None):
+    """A stand-in for a compiled kernel: records (first argument's size, start, stop, thread) per call; with a
+    barrier `together`, every call waits there until all parts run at once."""
+
+    def kernel(array, start, stop):
+        calls.append((array.size, start, stop, threading.get_ident()))
+        if together is not None:
+            together.wait(timeout=30)
+
+    return kernel
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+@pytest.mark.parametrize("over", [3, 7, 40])
+def test_run_hands_each_core_one_range_of_the_loop(monkeypatch, cores, over):
+    monkeypatch.setattr(dispatch, "cpu_cores", lambda: cores)
+    calls = []
+    kernel = recording_kernel(calls, threading.Barrier(cores))  # passed only if the parts run at the same time
+    dispatch.run(kernel, np.zeros(dispatch.SERIAL_BELOW, np.float32), over=over)
+    assert sorted((start, stop) for _, start, stop, _ in calls) == _parts(over, cores)
+    assert len({thread for *_, thread in calls}) == cores
+
+
+def test_run_keeps_a_small_loop_in_the_calling_thread(monkeypatch):
+    """Below SERIAL_BELOW elements in the largest array, waking another thread costs more than the work."""
+    monkeypatch.setattr(dispatch, "cpu_cores", lambda: 4)
+    calls = []
+    dispatch.run(recording_kernel(calls), np.zeros(dispatch.SERIAL_BELOW - 1, np.float32), over=40)
+    assert calls == [(dispatch.SERIAL_BELOW - 1, 0, 40, threading.get_ident())]
+
+
+def test_a_kernel_failing_in_one_part_switches_numba_off(monkeypatch):
+    monkeypatch.setattr(dispatch, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(dispatch, "_failure", None)
+    monkeypatch.setattr(dispatch, "_warned", False)
+
+    def kernel(array, start, stop):
+        if start > 0:
+            raise RuntimeError("pretend the JIT failed in the second part")
+
+    with pytest.warns(RuntimeWarning, match="Numba is unavailable"), pytest.raises(K.NumbaUnavailable):
+        dispatch.run(kernel, np.zeros(dispatch.SERIAL_BELOW, np.float32), over=4)
+    assert not K.numba_available()
+
+
+def kernel_calls():
+    """Each Numba kernel's wrapper on inputs that reach every kernel: name -> function of the inputs."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 11, 11), dtype=np.float32)
+    same_cols = K.im2col_numba(x, 3, 3, 1, 1)  # stride 1, OW == W: the shifted-run kernels
+    strided_cols = K.im2col_numba(x, 3, 3, 2, 1)  # the phase split and the per-row kernels
+    wide = rng.standard_normal((2, 20, 9, 9), dtype=np.float32)  # enough channels for the shifted col2im
+    wide_cols = K.im2col_numba(wide, 3, 3, 1, 1)
+    pooled, argmax = K.max_pool2d_forward_numba(x, 3, 3, 2, 1)
+    _, scale = K.lrn_forward_numba(x, 5, 1e-2, 0.75, 2.0)
+
+    def sgd():
+        w, grad, velocity = (rng.standard_normal(5000).astype(np.float64) for _ in range(3))
+        K.sgd_momentum_step_numba(w, grad, velocity, 0.9, 5e-4, 0.01)
+        return w, velocity
+
+    return {
+        "im2col, stride 1": lambda: K.im2col_numba(x, 3, 3, 1, 1),
+        "im2col, stride 2": lambda: K.im2col_numba(x, 3, 3, 2, 1),
+        "col2im, stride 1": lambda: K.col2im_numba(same_cols, x.shape, 3, 3, 1, 1),
+        "col2im, stride 2": lambda: K.col2im_numba(strided_cols, x.shape, 3, 3, 2, 1),
+        "col2im, 20 channels": lambda: K.col2im_numba(wide_cols, wide.shape, 3, 3, 1, 1),
+        "max_pool2d": lambda: K.max_pool2d_forward_numba(x, 3, 3, 2, 1),
+        "max_pool2d backward": lambda: K.max_pool2d_backward_numba(pooled, argmax, x.shape, 3, 3, 2, 1),
+        "lrn": lambda: K.lrn_forward_numba(x, 5, 1e-2, 0.75, 2.0),
+        "lrn backward": lambda: K.lrn_backward_numba(x, x, scale, 5, 1e-2, 0.75),
+        "sgd": sgd,
+    }
+
+
+@pytest.mark.skipif(not K.numba_available(), reason="Numba is not usable here")
+@pytest.mark.parametrize("cores", [2, 3, 5])
+@pytest.mark.parametrize("name", list(kernel_calls()))
+def test_every_kernel_in_parts_gives_the_bits_it_gives_in_one(monkeypatch, name, cores):
+    """Tasks never share an output element, so splitting a kernel's loop changes nothing, to the last bit."""
+    monkeypatch.setattr(dispatch, "SERIAL_BELOW", 0)  # these small inputs split too
+    monkeypatch.setattr(dispatch, "cpu_cores", lambda: 1)
+    whole = kernel_calls()[name]()
+    monkeypatch.setattr(dispatch, "cpu_cores", lambda: cores)
+    split = kernel_calls()[name]()
+    for got, want in zip(as_tuple(split), as_tuple(whole)):
+        np.testing.assert_array_equal(got, want)
+
+
+def as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
 
 
 # ----------------------------------------------------------------------------- the compile notice

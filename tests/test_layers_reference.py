@@ -117,6 +117,8 @@ CONV_CASES = {
         "whole batch",
         "1 image",
         "2 images",
+        "2 images on 3 cores",
+        "whole batch on 1 core",
         "2 images, per-image products",
         "whole batch, per-image",
         "1 image, per-image on 3 cores",
@@ -126,9 +128,10 @@ CONV_CASES = {
 def conv_chunk(request, monkeypatch):
     """How many images the CPU-tuned conv2d (`minigrad.kernels.conv_cpu`, which the op runs on NumPy arrays)
     unfolds at a time (the default is 16 MB of columns), whether it multiplies image by image (the default
-    only for output planes of 2,048 pixels or more) and on how many cores it spreads the images (the BLAS's
-    thread count unless set here; rounds the chunk up to 3 images with 3 cores, so a batch of 5 has a chunk
-    on 3 threads and one of 2 on one). On the stand-in the op runs the plain definition, which has no such
+    only for output planes of 2,048 pixels or more) and on how many cores it spreads its products (the
+    BLAS's thread count unless set here): blocks of a chunk's columns, or whole images, one block per core
+    (image by image, it rounds the chunk up to 3 images with 3 cores, so a batch of 5 has a chunk on 3
+    threads and one of 2 on one). On the stand-in the op runs the plain definition, which has no such
     settings; `test_tuned_conv2d_equals_the_plain_definition` runs the tuned one there too."""
     conv_module = importlib.import_module("minigrad.kernels.conv_cpu")
     images = {"whole": None, "1": 1, "2": 2}[request.param.split()[0]]
@@ -172,12 +175,14 @@ def test_conv2d_matches_the_loops(case, device, dtype, conv_chunk):
 
 
 @pytest.mark.parametrize("cores", [2, 3])
-def test_conv2d_image_parts_share_no_buffer_even_in_lockstep(monkeypatch, cores):
-    """The image-by-image products run on `cores` threads; here each thread waits for the others after every
-    product, so two parts that wrote one buffer would overwrite each other's product before using it, and
-    a part that did another part's image too would be left waiting (the barrier breaks after 10 s)."""
+@pytest.mark.parametrize("blocks", ["images", "columns"])
+def test_conv2d_parts_share_no_buffer_even_in_lockstep(monkeypatch, cores, blocks):
+    """The products run on `cores` threads, by whole images or by blocks of a chunk's columns; here each
+    thread waits for the others after every product, so two parts that wrote one buffer would overwrite each
+    other's product before using it, and a part that did another part's work too would be left waiting (the
+    barrier breaks after 10 s)."""
     conv_module = importlib.import_module("minigrad.kernels.conv_cpu")
-    monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv_module, "CPU_PER_IMAGE_MIN_PIXELS", 1 if blocks == "images" else 10**9)
     monkeypatch.setattr(conv_module, "cpu_gemm_threads", lambda: cores)
     in_step, matmul = threading.Barrier(cores), np.matmul
 
@@ -188,7 +193,7 @@ def test_conv2d_image_parts_share_no_buffer_even_in_lockstep(monkeypatch, cores)
         return out
 
     monkeypatch.setattr(np, "matmul", matmul_in_lockstep)
-    n = 2 * cores  # two images per thread: every part does the same number of products
+    n = 2 * cores  # two images (or two blocks of columns) per thread: every part does as many products
     x_host, w_host, b_host = host((n, 4, 6, 5), 10), host((6, 2, 3, 3), 11), host(6, 12)
     upstream = host((n, 6, 3, 5), 13)
     want = conv2d_loops(x_host, w_host, b_host, (2, 1), (1, 1), 2, upstream)

@@ -15,6 +15,7 @@ import numpy as np
 
 from minigrad import backend
 from minigrad.backend import get_array_module
+from minigrad.kernels.matmul_cpu import matmul2d
 from minigrad.tensor import Array, Function, Tensor
 
 Axis = int | Sequence[int] | None
@@ -546,17 +547,26 @@ def pad(x: Tensor, pad_width: Sequence[tuple[int, int]], value: float = 0.0) -> 
 
 
 class MatMul(Function):
-    """a @ b for 2-D matrices and batches of them (leading axes broadcast)."""
+    """a @ b for 2-D matrices and batches of them (leading axes broadcast).
+
+    Each product `p @ q` is written `_product(p, q)`: the same product, which two large NumPy matrices get
+    on all CPU cores (minigrad/kernels/matmul_cpu.py).
+    """
 
     def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
-        return a @ b
+        return _product(a, b)
 
     def backward(self, g: Array) -> tuple[Array | None, Array | None]:
         need_a, need_b = self.needs_input_grad
-        ga = sum_to(g @ self.b.swapaxes(-1, -2), self.a.shape) if need_a else None
-        gb = sum_to(self.a.swapaxes(-1, -2) @ g, self.b.shape) if need_b else None
+        ga = sum_to(_product(g, self.b.swapaxes(-1, -2)), self.a.shape) if need_a else None
+        gb = sum_to(_product(self.a.swapaxes(-1, -2), g), self.b.shape) if need_b else None
         return ga, gb
+
+
+def _product(p: Array, q: Array) -> Array:
+    """p @ q; two matrices through `matmul2d` (all CPU cores for large NumPy ones)."""
+    return matmul2d(p, q) if p.ndim == 2 and q.ndim == 2 else p @ q
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

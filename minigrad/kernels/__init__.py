@@ -9,15 +9,17 @@ compiled Numba loop for NumPy float32/float64 on the CPU beside its wrapper, the
 - `pooling.py`: max pooling forward (with the winners) and backward;
 - `lrn.py`: local response normalisation forward and backward;
 - `sgd.py`: the SGD-with-momentum update, in place;
-- `cpu_threads.py`: `split_over_cores`, independent matrix products one per core;
-- `conv_cpu.py`: conv2d tuned for the CPU (chunks of images, the bias row, image by image on all cores),
-  equal to the plain `Conv2d` in `minigrad/functional/conv.py`.
+- `cpu_threads.py`: `split_over_cores`, minigrad's own CPU threads: the parts of a loop one per core, the
+  BLAS on one thread meanwhile (every product and compiled loop of the CPU ops runs on them);
+- `matmul_cpu.py`: `matmul2d`, a @ b cut into one block per core (what `F.linear` and `F.matmul` call);
+- `conv_cpu.py`: conv2d tuned for the CPU (chunks of images, the bias row, its products split over the
+  cores), equal to the plain `Conv2d` in `minigrad/functional/conv.py`.
 
 May import: NumPy, `minigrad.backend`, and (optionally) Numba and threadpoolctl; never `minigrad.functional`.
 """
 
 from .conv_cpu import ChunkedConv2d
-from .cpu_threads import cpu_gemm_threads, split_over_cores
+from .cpu_threads import cpu_cores, cpu_gemm_threads, split_over_cores
 from .dispatch import NumbaUnavailable, fastest, force_generic, numba_available, show_compile_notice
 from .im2col import (
     ChunkedIm2col,
@@ -37,6 +39,7 @@ from .lrn import (
     lrn_forward_generic,
     lrn_forward_numba,
 )
+from .matmul_cpu import matmul2d, matmul_split
 from .pooling import (
     ARGMAX_DTYPE,
     max_pool2d_backward,
@@ -58,6 +61,7 @@ __all__ = [
     "col2im",
     "col2im_generic",
     "col2im_numba",
+    "cpu_cores",
     "cpu_gemm_threads",
     "fastest",
     "force_generic",
@@ -70,6 +74,8 @@ __all__ = [
     "lrn_forward",
     "lrn_forward_generic",
     "lrn_forward_numba",
+    "matmul2d",
+    "matmul_split",
     "max_pool2d_backward",
     "max_pool2d_backward_generic",
     "max_pool2d_backward_numba",

@@ -16,12 +16,15 @@ col2im, a sum). This module does the same products with four changes, each for t
 2. The bias rides in the products, as in Caffe: each group's columns get one more row, all ones, and W_g
    one more column, b_g. Y_g then includes the bias, and the last row of dW_g^T is db_g: no separate pass
    over the output for either.
-3. Image by image, for large output planes (CPU_PER_IMAGE_MIN_PIXELS: AlexNet's conv1). One image's
+3. Every product is split over the cores on minigrad's own threads, each block on a one-thread BLAS
+   (`split_over_cores`; cpu_threads.py says why the BLAS's own threads are never woken): Y_g and dcols_g
+   by blocks of their m*L columns, dW_g^T as one partial sum per core over its block of columns, which
+   the backward pass adds up.
+4. Image by image, for large output planes (CPU_PER_IMAGE_MIN_PIXELS: AlexNet's conv1). One image's
    product is then a large GEMM by itself, and it reads and writes the NCHW arrays in place, without the
-   transposes between (m, O, L) and (O, m, L) that the chunk's products need. Each core takes whole images
-   with a one-thread BLAS (`split_over_cores`) instead of every product being split across the cores;
-   a chunk is then a multiple of the core count.
-4. dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long m*L axis is the inner one of the
+   transposes between (m, O, L) and (O, m, L) that the chunk's products need. Each core takes whole
+   images instead of a block of columns; a chunk is then a multiple of the core count.
+5. dW is accumulated transposed, dW_g^T += cols_g @ dY_g^T: the long m*L axis is the inner one of the
    first operand, the faster layout for OpenBLAS.
 
 Written with `xp` calls, so the tests also run it on the strict CuPy stand-in; the op sends it NumPy arrays.
@@ -40,7 +43,7 @@ from .shapes import output_size
 # Tests lower it to make small inputs chunk.
 CPU_COLS_BYTES: int | None = 16 * 2**20
 
-# A layer whose output planes have at least this many pixels (OH*OW) multiplies image by image (see 3.
+# A layer whose output planes have at least this many pixels (OH*OW) multiplies image by image (see 4.
 # above): AlexNet's conv1 (55x55 = 3,025 pixels) gains, conv2 (27x27) and smaller planes lose.
 CPU_PER_IMAGE_MIN_PIXELS = 2048
 
@@ -86,12 +89,12 @@ class ChunkedConv2d:
         self.kernel_size, self.output_hw, self.group_rows, self.rows = (kh, kw), (oh, ow), kg, rows
         step = _images_per_chunk(x, g * rows * length * x.dtype.itemsize)
         self.per_image = length >= CPU_PER_IMAGE_MIN_PIXELS
-        self.cores = cpu_gemm_threads() if self.per_image else 1
+        self.cores = cpu_gemm_threads()
         if self.per_image and n:  # whole images per core (split_over_cores): chunks of a multiple of the cores
             step = min(n, -(-step // self.cores) * self.cores)  # rounded up: fewer sections
-        wmat = w.reshape(g, og, kg)
+        self.wmat = w.reshape(g, og, kg)
         if b is not None:  # the bias is the last column of each group's weight matrix
-            wmat = xp.concatenate([wmat, b.reshape(g, og, 1)], axis=2)
+            self.wmat = xp.concatenate([self.wmat, b.reshape(g, og, 1)], axis=2)
         unfold = ChunkedIm2col(x, kh, kw, self.stride, self.padding)
         out = xp.empty((n, o, length), dtype=x.dtype)
         cols_buffer = xp.empty(g * rows * step * length, dtype=x.dtype)
@@ -100,26 +103,37 @@ class ChunkedConv2d:
         for n0 in range(0, n, step):
             m = min(step, n - n0)
             cols = self._columns(unfold, n0, m, cols_buffer)
-            if self.per_image:
-
-                def forward_images(lo: int, hi: int, n0: int = n0, cols: Any = cols) -> None:
-                    for i in range(lo, hi):
-                        y = out[n0 + i].reshape(g, og, length)
-                        for gi in range(g):
-                            xp.matmul(wmat[gi], cols[gi, :, i], out=y[gi])
-
-                split_over_cores(m, forward_images, self.cores)
-            else:
-                y = y_buffer[: o * m * length].reshape(g, og, m * length)
-                for gi in range(g):
-                    xp.matmul(wmat[gi], cols[gi].reshape(rows, m * length), out=y[gi])
-                out[n0 : n0 + m] = y.reshape(o, m, length).transpose(1, 0, 2)  # (O, m, L) -> (m, O, L)
+            self._output(cols, m, out[n0 : n0 + m], y_buffer)
         # dW needs the columns again. Keep the last chunk's (all of them when the batch is one chunk): the
         # backward pass goes through the chunks in reverse and starts with it; the others it unfolds again.
         self.cols, self.cols_buffer = (cols, cols_buffer) if keep_columns else (None, None)
         self.unfold = unfold if keep_columns and step < n else None
-        self.x, self.w, self.wmat, self.step = x, w, wmat, step
+        self.x, self.w, self.step = x, w, step
         return out.reshape(n, o, oh, ow)
+
+    def _output(self, cols: Any, m: int, out: Any, y_buffer: Any) -> None:
+        """out (m, O, L) = the chunk's Y_g = W_g @ cols_g, columns or images split over the cores."""
+        xp = get_array_module(cols)
+        g, (_, og, rows), length = self.groups, self.wmat.shape, cols.shape[-1]
+        if self.per_image:  # image i: (O/G, K) @ (K, L) per group, straight into its (O, L) output
+
+            def images(lo: int, hi: int) -> None:
+                for i in range(lo, hi):
+                    y = out[i].reshape(g, og, length)
+                    for gi in range(g):
+                        xp.matmul(self.wmat[gi], cols[gi, :, i], out=y[gi])
+
+            split_over_cores(m, images, self.cores)
+            return
+        flat = cols.reshape(g, rows, m * length)
+        y = y_buffer[: g * og * m * length].reshape(g, og, m * length)
+
+        def columns(lo: int, hi: int) -> None:  # each core: its block of the m*L columns, every group
+            for gi in range(g):
+                xp.matmul(self.wmat[gi], flat[gi, :, lo:hi], out=y[gi, :, lo:hi])
+
+        split_over_cores(m * length, columns, self.cores)
+        out[...] = y.reshape(g * og, m, length).transpose(1, 0, 2)  # (O, m, L) -> (m, O, L)
 
     def backward(self, grad: Any, need_x: bool, need_w: bool, need_b: bool) -> tuple[Any, Any, Any]:
         """(dx, dw, db) from grad = dL/dy (N, O, OH, OW); None for each one not asked for."""
@@ -129,11 +143,9 @@ class ChunkedConv2d:
         g, kg, rows, step = self.groups, self.group_rows, self.rows, self.step
         length = self.output_hw[0] * self.output_hw[1]
         grad = xp.ascontiguousarray(grad).reshape(n, o, length)
-        # fewer cores if the BLAS threads were lowered since the forward pass
-        self.backward_cores = min(self.cores, cpu_gemm_threads()) if self.per_image else 1
+        self.backward_cores = min(self.cores, cpu_gemm_threads())  # fewer if the BLAS threads were lowered since
         dw_t = xp.zeros((g, rows, o // g), dtype=grad.dtype) if need_w else None  # its last row is db
         dx = xp.empty(self.x.shape, dtype=grad.dtype) if need_x else None
-        dw_part = xp.empty_like(dw_t) if need_w and not self.per_image else None
         dcols_buffer = xp.empty(c * kh * kw * step * length, dtype=grad.dtype) if need_x else None
         gm_buffer = None if self.per_image else xp.empty(o * step * length, dtype=grad.dtype)
         cols_buffer = self.cols_buffer
@@ -151,7 +163,8 @@ class ChunkedConv2d:
             if need_w:
                 reuse = n0 == last and self.cols is not None
                 cols = self.cols if reuse else self._columns(self._unfolder(), n0, m, cols_buffer)
-                self._add_weight_gradient(dw_t, dw_part, cols, dy, m)
+                for part in self._weight_gradient(cols, dy, m):
+                    dw_t += part
             if need_x:  # the first layer needs no input gradient: skip the biggest GEMM and col2im
                 dcols = self._column_gradient(dcols_buffer, dy, m)
                 col2im(dcols, (m, *self.x.shape[1:]), kh, kw, self.stride, self.padding, out=dx[n0 : n0 + m])
@@ -170,28 +183,31 @@ class ChunkedConv2d:
             self.unfold = ChunkedIm2col(self.x, kh, kw, self.stride, self.padding)
         return self.unfold
 
-    def _add_weight_gradient(self, dw_t: Any, dw_part: Any, cols: Any, dy: Any, m: int) -> None:
-        """dw_t += cols_g @ dY_g^T for each group, over the chunk's m images (dy as the backward loop made it)."""
-        xp = get_array_module(dw_t)
-        g, rows = self.groups, self.rows
-        if self.per_image:
+    def _weight_gradient(self, cols: Any, dy: Any, m: int) -> list[Any]:
+        """The chunk's cols_g @ dY_g^T for each group, (G, K/G [+ 1], O/G), as one partial sum per core."""
+        xp = get_array_module(cols)
+        g, rows, og = self.groups, self.rows, self.wmat.shape[1]
+        if self.per_image:  # dy: one (G, O/G, L) gradient per image
 
-            def dw_of_images(lo: int, hi: int) -> Any:
-                dw_images = xp.zeros(dw_t.shape, dtype=dw_t.dtype)
-                product = xp.empty(dw_t.shape[1:], dtype=dw_t.dtype)
+            def images(lo: int, hi: int) -> Any:
+                part = xp.zeros((g, rows, og), dtype=cols.dtype)
+                product = xp.empty((rows, og), dtype=cols.dtype)
                 for i in range(lo, hi):
                     for gi in range(g):
                         xp.matmul(cols[gi, :, i], dy[i][gi].T, out=product)
-                        dw_images[gi] += product
-                return dw_images
+                        part[gi] += product
+                return part
 
-            for dw_images in split_over_cores(m, dw_of_images, self.backward_cores):
-                dw_t += dw_images
-        else:
-            length = self.output_hw[0] * self.output_hw[1]
+            return split_over_cores(m, images, self.backward_cores)
+        flat = cols.reshape(g, rows, -1)  # dy: (G, O/G, m*L), like the columns
+
+        def columns(lo: int, hi: int) -> Any:  # each core: the products over its block of the m*L columns
+            part = xp.empty((g, rows, og), dtype=cols.dtype)
             for gi in range(g):
-                xp.matmul(cols[gi].reshape(rows, m * length), dy[gi].T, out=dw_part[gi])
-                dw_t[gi] += dw_part[gi]
+                xp.matmul(flat[gi, :, lo:hi], dy[gi, :, lo:hi].T, out=part[gi])
+            return part
+
+        return split_over_cores(flat.shape[-1], columns, self.backward_cores)
 
     def _column_gradient(self, dcols_buffer: Any, dy: Any, m: int) -> Any:
         """dcols_g = W_g^T @ dY_g for the chunk's m images, as (C, KH, KW, m, OH, OW) for col2im."""
@@ -203,13 +219,18 @@ class ChunkedConv2d:
         dcols = dcols_buffer[: g * kg * m * length].reshape(g, kg, m, length)
         if self.per_image:
 
-            def dcols_of_images(lo: int, hi: int) -> None:
+            def images(lo: int, hi: int) -> None:
                 for i in range(lo, hi):
                     for gi in range(g):
                         xp.matmul(w_t[gi], dy[i][gi], out=dcols[gi, :, i])
 
-            split_over_cores(m, dcols_of_images, self.backward_cores)
+            split_over_cores(m, images, self.backward_cores)
         else:
-            for gi in range(g):
-                xp.matmul(w_t[gi], dy[gi], out=dcols[gi].reshape(kg, m * length))
+            flat = dcols.reshape(g, kg, m * length)
+
+            def columns(lo: int, hi: int) -> None:  # each core: its block of the m*L columns, every group
+                for gi in range(g):
+                    xp.matmul(w_t[gi], dy[gi, :, lo:hi], out=flat[gi, :, lo:hi])
+
+            split_over_cores(m * length, columns, self.backward_cores)
         return dcols.reshape(self.x.shape[1], kh, kw, m, oh, ow)

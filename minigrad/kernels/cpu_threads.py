@@ -1,20 +1,30 @@
-"""Independent matrix products on all CPU cores at once, one product per core.
+"""minigrad's own CPU threads: a loop of independent parts on all cores, the BLAS on one thread meanwhile.
 
-OpenBLAS splits every product across the cores. That is the right thing for one large product, less so
-for many medium ones with a small output: conv1's weight gradient, image by image, is a
-(365, 3025) @ (3025, 96) product, and two threads splitting its (365, 96) output both pack all of the long
-operands. Giving each core whole images instead, with the BLAS single-threaded meanwhile, makes each core
-pack only its own images' operands (benchmarks/README.md has the measurements).
+Every CPU op of minigrad that has work for several cores splits it here, and nowhere else:
+- the matrix products of conv2d and linear/matmul, in blocks of rows, columns or images, one block per
+  core, each on a one-thread BLAS (`conv_cpu.py`, `matmul_cpu.py`);
+- the compiled Numba loops (im2col, col2im, max-pool, LRN, the SGD update), each part a range of the
+  loop's outer dimension (`dispatch.run`).
 
-`split_over_cores(count, body)` does that for any loop whose iterations are independent. It needs
-threadpoolctl to switch the BLAS to one thread (NumPy's matmul lets go of the GIL while it runs); where
-threadpoolctl cannot see or set the BLAS, or the BLAS already runs one thread, it runs the loop as one
-piece in the calling thread.
+Why not let the libraries thread themselves: OpenBLAS's worker threads and an OpenMP runtime's (which
+Numba's `parallel=True` would use) keep spinning on their cores for a while after each product or loop
+before they sleep. On a machine with few cores they take the core that the next product or loop needs.
+OpenBLAS only reads its timeout when NumPy loads it, so no setting made by a library that is imported after
+NumPy can shorten the spin. Products that never wake those workers avoid it: minigrad's run on a one-thread
+BLAS, and its compiled loops are serial (`nogil=True`), run on the threads of this module's pool, which
+wait for work on a queue (asleep, not spinning).
+
+`split_over_cores(count, body)` runs body(lo, hi) on contiguous parts of range(count), one part per core.
+How many cores: `cpu_gemm_threads()`, the BLAS's own thread count (so OPENBLAS_NUM_THREADS or
+threadpoolctl's `threadpool_limits` set minigrad's too). It needs threadpoolctl to switch the BLAS to one
+thread (NumPy's matmul lets go of the GIL while it runs); where threadpoolctl cannot see or set the BLAS,
+products are not split, and the compiled loops use the usable cores (`cpu_cores()`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import itertools
 import os
 import threading
@@ -24,7 +34,7 @@ from typing import Any, TypeVar
 
 try:
     import threadpoolctl
-except ImportError:  # an optional speed-up: everything works without it
+except ImportError:  # without it nothing is split across cores, and everything still works
     threadpoolctl = None
 
 T = TypeVar("T")
@@ -36,7 +46,7 @@ _controller_found = False
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _active = 0  # sections running now, from any thread: the first sets the BLAS to one thread, the last restores it
-_limiter: Any = None
+_blas_threads_outside: list[int] | None = None  # each BLAS library's thread count while a section is open
 
 
 def _blas_controller() -> Any:
@@ -56,12 +66,25 @@ def _blas_controller() -> Any:
 
 
 def cpu_gemm_threads() -> int:
-    """How many threads the CPU's BLAS runs one matrix product on; 1 where minigrad cannot change it."""
+    """How many cores minigrad splits a matrix product over: the BLAS's thread count outside minigrad's
+    sections (inside one the BLAS runs one thread); 1 where minigrad cannot switch the BLAS to one thread."""
     controller = _blas_controller()
     if controller is None:
         return 1
-    counts = [lib.num_threads for lib in controller.lib_controllers if isinstance(lib.num_threads, int)]
+    counts = _blas_threads_outside or [lib.num_threads for lib in controller.lib_controllers]
+    counts = [count for count in counts if isinstance(count, int)]
     return max(1, min(counts)) if counts else 1
+
+
+def cpu_cores() -> int:
+    """How many parts a compiled loop is split into: cpu_gemm_threads() where minigrad controls the BLAS
+    (one setting for both), else the cores this process may run on."""
+    if _blas_controller() is not None:
+        return cpu_gemm_threads()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _parts(count: int, workers: int) -> list[tuple[int, int]]:
@@ -78,13 +101,14 @@ def in_split_section() -> bool:
 def split_over_cores(count: int, body: Callable[[int, int], T], workers: int | None = None) -> list[T]:
     """Run body(lo, hi) for contiguous parts of range(count), one part per thread, in parallel.
 
-    `workers` parts (default: cpu_gemm_threads(), one per thread of the BLAS), and the BLAS runs
-    single-threaded until all are done, so each part's matrix products get one core. That holds for the
-    whole process: other threads' products run on one thread too while a section is open. body must only
-    write what its part owns; its results come back in part order, and nothing returns or raises before
-    every part has ended. It is one call body(0, count) in this thread, with the BLAS as it was, with
-    fewer than 2 workers, fewer iterations than workers, inside a part of another split (the pool's
-    threads are busy with that one), or when the pool takes no more work (the interpreter is exiting).
+    `workers` parts (default: cpu_gemm_threads()), and the BLAS runs single-threaded until all are done, so
+    each part's matrix products get one core. That holds for the whole process: other threads' products
+    run on one thread too while a section is open. Every part runs in the caller's context (NumPy's
+    `errstate`, other context variables). body must only write what its part owns; its results
+    come back in part order, and nothing returns or raises before every part has ended. It is one call
+    body(0, count) in this thread, with the BLAS as it was, with fewer than 2 workers, fewer iterations than
+    workers, inside a part of another split (the pool's threads are busy with that one), or when the pool
+    takes no more work (the interpreter is exiting).
     """
     workers = cpu_gemm_threads() if workers is None else workers
     if workers < 2 or count < workers or in_split_section():
@@ -118,20 +142,24 @@ def _start_with_one_thread_blas(
 
     None (and nothing changed) when the pool refuses work.
     """
-    global _active, _limiter, _pool, _pool_size
+    global _active, _blas_threads_outside, _pool, _pool_size
     with _lock:
         if _pool_size < len(parts):
             if _pool is not None:
                 _pool.shutdown(wait=False)  # its threads end after the parts they run, if any
-            _pool, _pool_size = ThreadPoolExecutor(len(parts), thread_name_prefix="minigrad-gemm"), len(parts)
+            _pool, _pool_size = ThreadPoolExecutor(len(parts), thread_name_prefix="minigrad-cpu"), len(parts)
         pool = _pool
         if _active == 0 and controller is not None:
-            _limiter = controller.limit(limits=1)
+            # threadpoolctl's own limiter costs more than the small parts it would guard: set the counts directly
+            _blas_threads_outside = [lib.num_threads for lib in controller.lib_controllers]
+            for lib in controller.lib_controllers:
+                lib.set_num_threads(1)
         _active += 1
     futures: list[concurrent.futures.Future] = []
     try:
         for lo, hi in parts:
-            futures.append(pool.submit(_run_part, body, lo, hi))
+            # in a copy of the caller's context: NumPy's errstate (a context variable) holds in the part too
+            futures.append(pool.submit(contextvars.copy_context().run, _run_part, body, lo, hi))
     except BaseException as error:
         # RuntimeError: the interpreter is exiting, or another thread just replaced the pool by a larger one
         for future in futures:
@@ -144,25 +172,31 @@ def _start_with_one_thread_blas(
     return futures
 
 
+def _restore_blas_threads() -> None:
+    global _blas_threads_outside
+    counts, _blas_threads_outside = _blas_threads_outside, None
+    if counts is not None:
+        for lib, count in zip(_controller.lib_controllers, counts):
+            lib.set_num_threads(count)
+
+
 def _leave_one_thread_blas() -> None:
-    global _active, _limiter
+    global _active
     with _lock:
         _active -= 1
-        if _active == 0 and _limiter is not None:
-            _limiter.restore_original_limits()
-            _limiter = None
+        if _active == 0:
+            _restore_blas_threads()
 
 
 def _forget_threads_after_fork() -> None:
     # A forked child has none of the parent's threads: it starts a pool of its own when it needs one, and
     # gets back the BLAS threads of a section the parent had open.
-    global _pool, _pool_size, _active, _limiter, _lock
-    if _limiter is not None:
-        try:
-            _limiter.restore_original_limits()
-        except Exception:  # a child must start even if threadpoolctl fails here; it only costs speed
-            pass
-    _pool, _pool_size, _active, _limiter, _lock = None, 0, 0, None, threading.Lock()
+    global _pool, _pool_size, _active, _lock
+    try:
+        _restore_blas_threads()
+    except Exception:  # a child must start even if threadpoolctl fails here; it only costs speed
+        pass
+    _pool, _pool_size, _active, _lock = None, 0, 0, threading.Lock()
     _this_thread.in_part = False
 
 

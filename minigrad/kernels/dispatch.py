@@ -5,8 +5,11 @@ first) and, for NumPy float32/float64 arrays, once more as a compiled Numba loop
 `fastest(numba_version, generic_version, *args, arrays=...)` is the one place that picks between them.
 
 Everything that touches Numba lives in this file, so minigrad imports (and works, more slowly) without it.
-The kernel modules decorate their loops with `cpu_kernel(op)` (parallel) or `cpu_helper` (called from a
-kernel) and call them through `run(...)`.
+The kernel modules decorate their loops with `cpu_kernel(op)` or `cpu_helper` (called from a kernel) and
+call them through `run(kernel, *args, over=count)`. A kernel is a serial loop over `range(start, stop)` of
+its outer dimension (images, channels, or a flat range), compiled without the GIL; `run` hands its parts to
+minigrad's own CPU threads (`cpu_threads.split_over_cores`), not to an OpenMP runtime: see cpu_threads.py
+for why.
 
 When is Numba not used?
 - `import numba` failed (not installed, or a broken llvmlite);
@@ -22,7 +25,7 @@ code in `__pycache__`, so later processes load it instead. A compile (not a load
 on stderr, once per process, so that a first run does not look hung: `MINIGRAD_QUIET=1` or
 `show_compile_notice(False)` silences it.
 
-Imports: NumPy, and Numba when it imports; nothing else from minigrad.
+Imports: NumPy, Numba when it imports, and `cpu_threads` from this package; nothing else from minigrad.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
+
+from .cpu_threads import cpu_cores, split_over_cores
 
 try:
     import numba
@@ -52,7 +57,7 @@ _warned = False
 _forced_generic = 0  # how many `force_generic()` blocks are open
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-SERIAL_BELOW = 1 << 15  # elements in the largest array: smaller kernels run on one thread
+SERIAL_BELOW = 1 << 15  # elements in the largest array: smaller kernels run in the calling thread
 
 
 class NumbaUnavailable(RuntimeError):
@@ -151,29 +156,22 @@ def check_dtype(array: np.ndarray) -> None:
         raise TypeError(f"the Numba kernels take float32 or float64 arrays, not {array.dtype}")
 
 
-def run(kernel: Callable[..., None], *args: Any) -> None:
-    """Call a kernel. If it fails to compile or run, switch Numba off for good and raise NumbaUnavailable.
+def run(kernel: Callable[..., None], *args: Any, over: int) -> None:
+    """kernel(*args, start, stop) for the parts [start, stop) of range(over), one part per core, in parallel.
 
-    The callers validate shapes and allocate the outputs before calling, so an exception in here means
-    Numba itself is broken (not a user error) and the generic path will give the right answer.
+    If the kernel fails to compile or run, switch Numba off for good and raise NumbaUnavailable. The callers
+    validate shapes and allocate the outputs before calling, so an exception in here means Numba itself is
+    broken (not a user error) and the generic path will give the right answer.
     """
     global _failure
     if _failure is not None:
         _warn_once()
         raise NumbaUnavailable(f"Numba is unavailable: {_failure}")
+    largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+    # Waking another thread costs more than a small kernel's whole work: small inputs run in this thread.
+    workers = 1 if largest < SERIAL_BELOW else cpu_cores()
     try:
-        largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        if largest < SERIAL_BELOW:
-            # Waking the parallel thread pool costs more than a small kernel's whole work (and more when
-            # the other cores are busy): small inputs run on the calling thread.
-            previous = numba.get_num_threads()
-            numba.set_num_threads(1)
-            try:
-                kernel(*args)
-            finally:
-                numba.set_num_threads(previous)
-        else:
-            kernel(*args)
+        split_over_cores(over, lambda start, stop: kernel(*args, start, stop), workers)
     except MemoryError:
         raise  # the generic path would need even more memory; this is not Numba's fault
     except Exception as exc:
@@ -189,16 +187,19 @@ _kernel_ops: dict[Any, str] = {}  # compiled kernel -> the op it serves, for the
 
 
 def cpu_kernel(op: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Decorator: compile a loop as a parallel Numba kernel of `op` (named in the compile notice).
+    """Decorator: compile a loop as a Numba kernel of `op` (named in the compile notice).
 
-    `prange` loops run on all cores; without fastmath every operation rounds as the generic version's.
-    Without Numba the function stays plain Python, which `run` never calls.
+    The loop's last two arguments are the (start, stop) of its outer dimension that `run` hands it; it
+    runs without the GIL, so the parts run on several threads at once. Without fastmath every operation
+    rounds as the generic version's; with NumPy's error model a division by zero gives inf or NaN as in the
+    generic version, and the loops carry no zero checks. Without Numba the function stays plain Python,
+    which `run` never calls.
     """
 
     def decorate(function: Callable[..., None]) -> Callable[..., None]:
         if numba is None:
             return function
-        kernel = numba.njit(parallel=True, cache=True, fastmath=False)(function)
+        kernel = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")(function)
         _kernel_ops[kernel] = op
         return kernel
 
@@ -207,10 +208,8 @@ def cpu_kernel(op: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 def cpu_helper(function: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: compile a function that kernels call (serial; LLVM inlines it into the kernel)."""
-    return function if numba is None else numba.njit(cache=True, fastmath=False)(function)
+    return function if numba is None else numba.njit(cache=True, fastmath=False, error_model="numpy")(function)
 
-
-prange = range if numba is None else numba.prange
 
 _notice_lock = threading.Lock()
 _notice_shown = False

@@ -19,9 +19,9 @@ Read in this order:
   through strides (`window_view`, nothing copied) and copies that view: one array operation. col2im loops
   over the KH*KW kernel offsets, each step adding one strided slice (a view cannot add overlapping windows).
 - `im2col_numba`, `col2im_numba` and their kernels: compiled CPU loops (NumPy float32/float64 only),
-  parallel over image planes, channels or rows, with the same results. im2col first splits each padded
+  split over the cores by image planes, channels or rows, with the same results. im2col first splits each padded
   input row into its stride phases (every SW-th value), so that every row of cols is a contiguous run of
-  one phase, copied as one slice instead of a gather of every SW-th value. Stride 1 with OW == W (a
+  one phase, copied as one run instead of a gather of every SW-th value. Stride 1 with OW == W (a
   "same" convolution) has its own kernels: there, one (c, i, j, n) block of cols is the flat image plane
   shifted by a constant, so it moves as one long vectorised run instead of OH short rows.
 - `ChunkedIm2col`: im2col for a caller that unfolds one input block by block (images n0.., channels c0..),
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from .dispatch import check_dtype, cpu_kernel, fastest, prange, run, use_numba_for
+from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, run, use_numba_for
 from .shapes import IntPair, window_geometry
 
 # col2im_shift_kernel runs one task per channel: below this many channels the per-plane kernel is used.
@@ -155,7 +155,7 @@ def _output_buffer(xp: Any, out: Any, shape: tuple[int, ...], dtype: Any, zero: 
 def im2col_numba(
     x: np.ndarray, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """im2col as a compiled, parallel loop (NumPy float32/float64): x (N, C, H, W) -> (C, KH, KW, N, OH, OW).
+    """im2col as a compiled loop on all cores (NumPy float32/float64): x (N, C, H, W) -> (C, KH, KW, N, OH, OW).
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -171,7 +171,7 @@ def col2im_numba(
     padding: IntPair = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """col2im as a compiled, parallel loop: cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W).
+    """col2im as a compiled loop on all cores: cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W).
 
     Bit-identical to `col2im_generic` (same order of additions). Raises NumbaUnavailable when Numba cannot be used.
     """
@@ -185,9 +185,9 @@ def col2im_numba(
     ow_lo, ow_hi = valid_range(ow, width, kw, sw, pw)
     # The shifted-run kernel splits the work by channel: it needs enough channels to keep the cores busy
     if sh == sw == 1 and ow == width and c >= SHIFT_COL2IM_MIN_CHANNELS:
-        run(col2im_shift_kernel, cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi)
+        run(col2im_shift_kernel, cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi, over=c)
     else:
-        run(col2im_kernel, cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi)
+        run(col2im_kernel, cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi, over=n * c)
     return dx
 
 
@@ -203,25 +203,44 @@ def valid_range(n_out: int, size: int, kernel: int, stride: int, pad: int) -> tu
     return lo, hi
 
 
-# Contiguous runs are copied and added as slices (`dst[a:b] = src[c:d]`, `dst[a:b] += src[c:d]`), not as
-# element loops: Numba turns a slice copy into one memmove/memcpy call (libc's tuned copy) and a slice add
-# into a vectorised loop after one overlap check, while LLVM leaves the element-wise `dst[q + s] += src[q]`
-# scalar (it cannot rule out that dst and src overlap). Strided slices are slower than the loops, so the
-# runs with a stride (the phase split, col2im with stride > 1) stay loops.
+# Contiguous runs are copied, added and zeroed by the three helpers below, each a plain element loop over
+# one run (a slice view): LLVM vectorises such a loop after one check that the two runs do not overlap. A
+# slice assignment (`dst[a:b] += src[c:d]`) in a serial Numba function goes through its general array
+# machinery instead, which costs more than the work for runs as short as a row of 27 values.
+
+
+@cpu_helper
+def _copy_run(dst, src):  # pragma: no cover (compiled)
+    for q in range(dst.shape[0]):
+        dst[q] = src[q]
+
+
+@cpu_helper
+def _add_run(dst, src):  # pragma: no cover (compiled)
+    for q in range(dst.shape[0]):
+        dst[q] += src[q]
+
+
+@cpu_helper
+def _zero_run(dst):  # pragma: no cover (compiled)
+    for q in range(dst.shape[0]):
+        dst[q] = 0
 
 
 @cpu_kernel("conv2d")
-def split_phases_kernel(x, xs, pw):  # pragma: no cover (compiled)
+def split_phases_kernel(x, xs, pw, start, stop):  # pragma: no cover (compiled)
     """x (N, C, H, W) -> xs (N, C, SW, H, Q): xs[n, c, p, h, q] = x[n, c, h, q*SW + p - pw], zero outside x.
+
+    Image planes start .. stop-1 (plane = n*C + c).
 
     Each row of x, zero-padded by pw on both sides, is split into its SW stride phases (every SW-th value,
     starting at p). A window column j of a stride-SW convolution then reads phase j % SW from q = j // SW
     on: a contiguous run, which im2col_kernel copies with vector loads instead of gathering every SW-th
     value. The split is one pass over x, about KH*KW / (SH*SW) times smaller than the columns (7.6x for conv1).
     """
-    n_img, n_ch, height, width = x.shape
+    n_ch, height, width = x.shape[1:]
     _, _, n_phase, _, n_q = xs.shape
-    for plane in prange(n_img * n_ch):
+    for plane in range(start, stop):
         n, c = plane // n_ch, plane % n_ch
         for h in range(height):
             src = x[n, c, h]
@@ -233,42 +252,44 @@ def split_phases_kernel(x, xs, pw):  # pragma: no cover (compiled)
 
 
 @cpu_kernel("conv2d")
-def im2col_kernel(xs, cols, n0, c0, sh, ph, oh_lo, oh_hi):  # pragma: no cover (compiled)
+def im2col_kernel(xs, cols, n0, c0, sh, ph, oh_lo, oh_hi, start, stop):  # pragma: no cover (compiled)
     """xs (N, C, SW, H, Q) from split_phases_kernel -> cols (C', KH, KW, N', OH, OW); writes every element.
 
     cols[c, i, j, n, oh] is the run xs[n0 + n, c0 + c, j % SW, oh*SH + i - ph, j // SW :][:OW], or zeros
     where that input row lies in the vertical padding (oh outside oh_lo[i] .. oh_hi[i]). The block of
-    images n0.. and channels c0.. that cols has room for is unfolded.
+    images n0.. and channels c0.. that cols has room for is unfolded; tasks (c, i, n) start .. stop-1.
     """
     n_phase = xs.shape[2]
-    n_ch, kh, kw, n_img, _, n_ow = cols.shape
-    for task in prange(n_ch * kh * n_img):  # task (c, i, n) writes cols[c, i, :, n]: tasks never share memory
+    _, kh, kw, n_img, _, n_ow = cols.shape
+    for task in range(start, stop):  # task (c, i, n) writes cols[c, i, :, n]: tasks never share memory
         c, i, n = task // (kh * n_img), task // n_img % kh, task % n_img
         lo, hi = oh_lo[i], oh_hi[i]
         for j in range(kw):
             q0 = j // n_phase
             phase, block = xs[n0 + n, c0 + c, j % n_phase], cols[c, i, j, n]
-            block[:lo, :] = 0
+            for oh in range(lo):
+                _zero_run(block[oh])
             for oh in range(lo, hi):
-                block[oh, :] = phase[oh * sh + i - ph, q0 : q0 + n_ow]
-            block[hi:, :] = 0
+                _copy_run(block[oh], phase[oh * sh + i - ph, q0 : q0 + n_ow])
+            for oh in range(hi, block.shape[0]):
+                _zero_run(block[oh])
 
 
 @cpu_kernel("conv2d")
-def im2col_shift_kernel(x, cols, n0, c0, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+def im2col_shift_kernel(x, cols, n0, c0, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi, start, stop):  # pragma: no cover
     """im2col_kernel for stride 1 when OW == W (a "same" convolution: conv2-conv5 of AlexNet), reading x itself.
 
     Then cols[c, i, j, n] read as one flat run of OH*OW values is the flat image plane x[n0 + n, c0 + c]
     shifted by (i - ph) * W + (j - pw): one long copy, instead of OH short rows. The copied values
     that belong to the padding (the first or last columns of a row, which the shift wrapped around
-    from the neighbouring row) are overwritten with zeros afterwards.
+    from the neighbouring row) are overwritten with zeros afterwards. Tasks (c, i) start .. stop-1.
     """
     height, width = x.shape[2:]
     n_ch, kh, kw, n_img, n_oh, n_ow = cols.shape
     plane = n_oh * n_ow
     x_flat = x.reshape(x.shape[0], x.shape[1], height * width)
     cols_flat = cols.reshape(n_ch, kh, kw, n_img, plane)
-    for task in prange(n_ch * kh):  # task (c, i) writes the contiguous block cols[c, i]
+    for task in range(start, stop):  # task (c, i) writes the contiguous block cols[c, i]
         c, i = task // kh, task % kh
         r0, r1 = oh_lo[i], oh_hi[i]
         for j in range(kw):
@@ -277,28 +298,28 @@ def im2col_shift_kernel(x, cols, n0, c0, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  #
             for n in range(n_img):
                 dst, src = cols_flat[c, i, j, n], x_flat[n0 + n, c0 + c]
                 if r1 <= r0 or b <= a:  # this offset only ever sees padding
-                    dst[:] = 0
+                    _zero_run(dst)
                     continue
                 q0, q1 = r0 * n_ow + a, (r1 - 1) * n_ow + b  # first and one past the last valid value
-                dst[:q0] = 0
-                dst[q0:q1] = src[q0 + shift : q1 + shift]
-                dst[q1:] = 0
+                _zero_run(dst[:q0])
+                _copy_run(dst[q0:q1], src[q0 + shift : q1 + shift])
+                _zero_run(dst[q1:])
                 if a > 0 or b < n_ow:
                     for r in range(r0, r1):
-                        dst[r * n_ow : r * n_ow + a] = 0
-                        dst[r * n_ow + b : (r + 1) * n_ow] = 0
+                        _zero_run(dst[r * n_ow : r * n_ow + a])
+                        _zero_run(dst[r * n_ow + b : (r + 1) * n_ow])
 
 
 @cpu_kernel("conv2d")
-def col2im_kernel(cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+def col2im_kernel(cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi, start, stop):  # pragma: no cover
     """Adds cols (C, KH, KW, N, OH, OW) into dx (N, C, H, W), which the caller zeroed; padding is skipped.
 
     Offsets (i, j) are the outer loops, so every dx element receives its terms in the same order as the
-    generic version's slice-adds: the two give bit-identical results.
+    generic version's slice-adds: the two give bit-identical results. Planes start .. stop-1 (p = n*C + c).
     """
-    n_img, n_ch, _, _ = dx.shape
+    n_ch = dx.shape[1]
     _, kh, kw, _, _, _ = cols.shape
-    for p in prange(n_img * n_ch):  # a plane is only written by its own task: no races, no atomics
+    for p in range(start, stop):  # a plane is only written by its own task: no races, no atomics
         n, c = p // n_ch, p % n_ch
         for i in range(kh):
             for j in range(kw):
@@ -307,27 +328,27 @@ def col2im_kernel(cols, dx, sh, sw, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # prag
                 for oh in range(oh_lo[i], oh_hi[i]):
                     src = cols[c, i, j, n, oh]
                     dst = dx[n, c, oh * sh + i - ph]
-                    if sw == 1:  # contiguous on both sides: a slice add (strided slices are slower than the loop)
-                        dst[a + w0 : b + w0] += src[a:b]
+                    if sw == 1:  # contiguous on both sides: one run
+                        _add_run(dst[a + w0 : b + w0], src[a:b])
                     else:
                         for ow in range(a, b):  # unit stride through cols
                             dst[ow * sw + w0] += src[ow]
 
 
 @cpu_kernel("conv2d")
-def col2im_shift_kernel(cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma: no cover (compiled)
+def col2im_shift_kernel(cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi, start, stop):  # pragma: no cover
     """col2im_kernel for stride 1 when OW == W (see im2col_shift_kernel); bit-identical to it.
 
     One task per channel c walks cols[c] front to back (the order it lies in memory) and adds into the
     N planes dx[:, c], which stay in the cache. Each dx element still receives its terms in (i, j) order.
     A valid run of cols[c, i, j, n] is added to dx[n, c] shifted by (i - ph) * W + (j - pw): in one piece
-    when the offset never reaches into the side padding (j == pw), else row by row.
+    when the offset never reaches into the side padding (j == pw), else row by row. Channels start .. stop-1.
     """
     n_img, n_ch, height, width = dx.shape
     _, kh, kw, _, n_oh, n_ow = cols.shape
     dx_flat = dx.reshape(n_img, n_ch, height * width)
     cols_flat = cols.reshape(n_ch, kh, kw, n_img, n_oh * n_ow)
-    for c in prange(n_ch):  # channel c only writes the planes dx[:, c]: no races
+    for c in range(start, stop):  # channel c only writes the planes dx[:, c]: no races
         for i in range(kh):
             r0, r1 = oh_lo[i], oh_hi[i]
             for j in range(kw):
@@ -337,11 +358,11 @@ def col2im_shift_kernel(cols, dx, ph, pw, oh_lo, oh_hi, ow_lo, ow_hi):  # pragma
                     src, dst = cols_flat[c, i, j, n], dx_flat[n, c]
                     if a == 0 and b == n_ow:
                         q0, q1 = r0 * n_ow, r1 * n_ow
-                        dst[q0 + shift : q1 + shift] += src[q0:q1]
+                        _add_run(dst[q0 + shift : q1 + shift], src[q0:q1])
                     else:
                         for r in range(r0, r1):
                             q0, q1 = r * n_ow + a, r * n_ow + b
-                            dst[q0 + shift : q1 + shift] += src[q0:q1]
+                            _add_run(dst[q0 + shift : q1 + shift], src[q0:q1])
 
 
 # ----------------------------------------------------------------------------- unfolding a batch in blocks
@@ -394,7 +415,7 @@ class ChunkedIm2col:
             self.numba_source = x.reshape(n, c, 1, height, width)
         else:
             phases = np.empty((n, c, self.sw, height, -(-(width + 2 * self.pw) // self.sw)), dtype=x.dtype)
-            run(split_phases_kernel, x, phases, self.pw)
+            run(split_phases_kernel, x, phases, self.pw, over=n * c)
             self.numba_source = phases
 
     def __call__(self, n0: int = 0, m: int | None = None, c0: int = 0, c1: int | None = None, out: Any = None) -> Any:
@@ -418,9 +439,10 @@ class ChunkedIm2col:
         cols = _output_buffer(np, out, (c1 - c0, self.kh, self.kw, m, self.oh, self.ow), self.x.dtype, zero=False)
         if self.shifted:
             geometry = (self.ph, self.pw, self.oh_lo, self.oh_hi, self.ow_lo, self.ow_hi)
-            run(im2col_shift_kernel, self.numba_source, cols, n0, c0, *geometry)
+            run(im2col_shift_kernel, self.numba_source, cols, n0, c0, *geometry, over=(c1 - c0) * self.kh)
         else:
-            run(im2col_kernel, self.numba_source, cols, n0, c0, self.sh, self.ph, self.oh_lo, self.oh_hi)
+            geometry = (self.sh, self.ph, self.oh_lo, self.oh_hi)
+            run(im2col_kernel, self.numba_source, cols, n0, c0, *geometry, over=(c1 - c0) * self.kh * m)
         return cols
 
     def _generic_block(self, n0: int, m: int, c0: int, c1: int, out: Any) -> Any:

@@ -23,7 +23,7 @@ Each function comes in two versions with the same results (up to round-off); rea
 - `*_generic`: xp calls only (NumPy, CuPy): each window sum is read through a strided view of the
   zero-padded channels and added up in one `sum` (size additions per element, one pass over memory, no
   copies), at the price of a few full-size temporaries for the elementwise steps.
-- `*_numba`: a fused, parallel CPU loop (NumPy float32/float64): one pass over the data computes the window
+- `*_numba`: a fused CPU loop, split over the cores, (NumPy float32/float64): one pass over the data computes the window
   sums (a running sum over the channels: add the entering channel, subtract the leaving one), s, s^beta and
   y; the backward pass is one fused pass as well. O(N*C*H*W) whatever the window size, no full-size
   temporaries. The running sums are compensated float64 sums, so they do not drift (see the kernels below).
@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, prange, run
+from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, run
 
 # Positions per Numba task: a block of every channel row stays in the L1/L2 cache while the channels are walked,
-# and images x blocks give the threads enough tasks even for a batch of one.
+# and images x blocks give the cores enough tasks even for a batch of one.
 _BLOCK = 1024
 
 # How the kernels raise s to the power beta: pow is slow, square roots are fast (and exact to round-off).
@@ -76,6 +76,12 @@ def _check_like(name: str, a: Any, x: Any) -> None:
 def _as_ncp(a: Any) -> Any:
     """(N, C, ...) -> (N, C, P), P the product of the remaining axes (1 for a 2-D input)."""
     return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _tasks(x: np.ndarray) -> int:
+    """How many tasks the Numba kernels split x (N, C, ...) into: one per image and block of _BLOCK positions."""
+    n, _, p = _as_ncp(x).shape
+    return n * -(-p // _BLOCK)
 
 
 # ----------------------------------------------------------------------------- generic (any xp)
@@ -163,7 +169,7 @@ def lrn_backward_generic(grad: Any, x: Any, scale: Any, size: int, alpha: float,
 
 
 def lrn_forward_numba(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> tuple[np.ndarray, np.ndarray]:
-    """LRN forward as one fused, parallel loop (NumPy float32/float64): x (N, C, ...) -> (y, scale).
+    """LRN forward as one fused loop on all cores (NumPy float32/float64): x (N, C, ...) -> (y, scale).
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -185,6 +191,7 @@ def lrn_forward_numba(x: np.ndarray, size: int, alpha: float, beta: float, k: fl
         float(k),
         x.dtype.type(beta),
         lrn_beta_mode(beta),
+        over=_tasks(x),
     )
     return y, scale
 
@@ -192,7 +199,7 @@ def lrn_forward_numba(x: np.ndarray, size: int, alpha: float, beta: float, k: fl
 def lrn_backward_numba(
     grad: np.ndarray, x: np.ndarray, scale: np.ndarray, size: int, alpha: float, beta: float
 ) -> np.ndarray:
-    """LRN backward as one fused, parallel loop: (dL/dy, x, scale from the forward pass) -> dL/dx.
+    """LRN backward as one fused loop on all cores: (dL/dy, x, scale from the forward pass) -> dL/dx.
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -217,6 +224,7 @@ def lrn_backward_numba(
         float(2 * alpha * beta),
         x.dtype.type(beta),
         lrn_beta_mode(beta),
+        over=_tasks(x),
     )
     return dx
 
@@ -270,14 +278,15 @@ def _window_add(hi, lo, row, sign, square):  # pragma: no cover (compiled)
 
 
 @cpu_kernel("local_response_norm")
-def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode):  # pragma: no cover (compiled)
+def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode, start, stop):  # pragma: no cover
     """x (N, C, P) -> y and scale (N, C, P): scale = k + alpha * window sum of x^2, y = x / scale^beta.
 
     The window of channel i is [i - before, i + after] clipped to the channels. `beta` has x's dtype.
+    Tasks start .. stop-1 (task = image * blocks + block of positions).
     """
-    n_img, n_ch, n_pos = x.shape
+    _, n_ch, n_pos = x.shape
     n_blocks = (n_pos + block - 1) // block
-    for task in prange(n_img * n_blocks):
+    for task in range(start, stop):
         n = task // n_blocks
         p0 = (task % n_blocks) * block
         p1 = min(p0 + block, n_pos)
@@ -303,18 +312,19 @@ def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode):
 
 
 @cpu_kernel("local_response_norm")
-def lrn_backward_kernel(grad, x, scale, dx, before, after, block, coef, beta, mode):  # pragma: no cover (compiled)
+def lrn_backward_kernel(grad, x, scale, dx, before, after, block, coef, beta, mode, start, stop):  # pragma: no cover
     """dx_i = g_i / s_i^beta - coef * x_i * sum_{j = i - after}^{i + before} g_j x_j / s_j^(beta + 1).
 
     All arrays (N, C, P). coef = 2 * alpha * beta. The sum runs over the mirrored window (the channels j
     whose window contains i) and is kept as a running sum like the forward pass. Each channel's term
     t_j and denominator s_j^beta are computed once, when j enters, and parked in two small ring buffers
     of size + 1 rows: t_j is subtracted again when j leaves, s_j^beta is used when channel j is output.
+    Tasks start .. stop-1, as in the forward kernel.
     """
-    n_img, n_ch, n_pos = x.shape
+    _, n_ch, n_pos = x.shape
     n_ring = before + after + 2
     n_blocks = (n_pos + block - 1) // block
-    for task in prange(n_img * n_blocks):
+    for task in range(start, stop):
         n = task // n_blocks
         p0 = (task % n_blocks) * block
         p1 = min(p0 + block, n_pos)

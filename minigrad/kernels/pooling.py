@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from .dispatch import check_dtype, cpu_kernel, fastest, prange, run
+from .dispatch import check_dtype, cpu_kernel, fastest, run
 from .im2col import _slices, padded, window_view
 from .shapes import IntPair, window_geometry
 
@@ -134,7 +134,7 @@ def max_pool2d_backward_generic(
 def max_pool2d_forward_numba(
     x: np.ndarray, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Max pooling as a compiled, parallel loop: x (N, C, H, W) -> (out, argmax int32), both (N, C, OH, OW).
+    """Max pooling as a compiled loop on all cores: x (N, C, H, W) -> (out, argmax int32), both (N, C, OH, OW).
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -155,6 +155,7 @@ def max_pool2d_forward_numba(
         sw,
         ph,
         pw,
+        over=n * c,
     )
     return out, argmax
 
@@ -168,7 +169,7 @@ def max_pool2d_backward_numba(
     stride: IntPair | None = None,
     padding: IntPair = 0,
 ) -> np.ndarray:
-    """Max-pool gradient as a compiled, parallel loop: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
+    """Max-pool gradient as a compiled loop on all cores: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -189,16 +190,18 @@ def max_pool2d_backward_numba(
         sw,
         ph,
         pw,
+        over=n * c,
     )
     return dx
 
 
 @cpu_kernel("max_pool2d")
-def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: no cover (compiled)
-    """x (NC, H, W) -> out, argmax (NC, OH, OW). Same tie and NaN rules as the generic version."""
+def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw, start, stop):  # pragma: no cover (compiled)
+    """x (NC, H, W) -> out, argmax (NC, OH, OW) for planes start .. stop-1. Tie and NaN rules as the generic's."""
+    x, out, argmax = x[start:stop], out[start:stop], argmax[start:stop]  # this part's planes
     n_planes, height, width = x.shape
     _, n_oh, n_ow = out.shape
-    for p in prange(n_planes):
+    for p in range(n_planes):
         for oh in range(n_oh):
             for ow in range(n_ow):
                 # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
@@ -228,11 +231,13 @@ def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: 
 
 
 @cpu_kernel("max_pool2d")
-def max_pool_backward_kernel(dout, argmax, dx, kw, sh, sw, ph, pw):  # pragma: no cover (compiled)
-    """Adds dout (NC, OH, OW) into dx (NC, H, W) at each window's winner; winners in the padding are dropped."""
+def max_pool_backward_kernel(dout, argmax, dx, kw, sh, sw, ph, pw, start, stop):  # pragma: no cover (compiled)
+    """Adds dout (NC, OH, OW) into dx (NC, H, W) at each window's winner, for planes start .. stop-1; winners
+    in the padding are dropped."""
+    dout, argmax, dx = dout[start:stop], argmax[start:stop], dx[start:stop]  # this part's planes
     n_planes, height, width = dx.shape
     _, n_oh, n_ow = dout.shape
-    for p in prange(n_planes):
+    for p in range(n_planes):
         for oh in range(n_oh):
             for ow in range(n_ow):
                 k = argmax[p, oh, ow]

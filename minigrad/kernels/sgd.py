@@ -5,14 +5,14 @@
 
 Read `sgd_momentum_step_generic` first: four in-place xp statements (NumPy or CuPy), which make six
 passes over memory and two temporaries the size of the parameter. The Numba version does the same
-operations in one parallel pass, with the same roundings: bit-identical. `sgd_momentum_step` picks one.
+operations in one pass, split over the cores, with the same roundings: bit-identical. `sgd_momentum_step` picks one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .dispatch import check_dtype, cpu_kernel, fastest, prange, run
+from .dispatch import check_dtype, cpu_kernel, fastest, run
 
 
 def sgd_momentum_step_generic(w: Any, grad: Any, velocity: Any, momentum: float, decay: float, lr: float) -> None:
@@ -25,7 +25,7 @@ def sgd_momentum_step_generic(w: Any, grad: Any, velocity: Any, momentum: float,
 
 
 def sgd_momentum_step_numba(w: Any, grad: Any, velocity: Any, momentum: float, decay: float, lr: float) -> None:
-    """The update as one compiled parallel loop (C-contiguous NumPy float32/float64 arrays of one dtype).
+    """The update as one compiled loop on all cores (C-contiguous NumPy float32/float64 arrays of one dtype).
 
     Raises NumbaUnavailable (a RuntimeError) when Numba cannot be used.
     """
@@ -40,18 +40,20 @@ def sgd_momentum_step_numba(w: Any, grad: Any, velocity: Any, momentum: float, d
     check_dtype(w)
     t = w.dtype.type
     flat = [a.reshape(-1) for a in arrays]  # views: the kernel writes w and velocity in place
-    run(sgd_momentum_kernel, *flat, t(momentum), t(decay), t(lr))
+    run(sgd_momentum_kernel, *flat, t(momentum), t(decay), t(lr), over=w.size)
 
 
 @cpu_kernel("the SGD update")
-def sgd_momentum_kernel(w, grad, velocity, momentum, decay, lr):  # pragma: no cover (compiled)
-    """One SGD step on flat arrays, in place: v = momentum*v - decay*w - lr*grad; w = w + v.
+def sgd_momentum_kernel(w, grad, velocity, momentum, decay, lr, start, stop):  # pragma: no cover (compiled)
+    """One SGD step on the elements start .. stop-1 of flat arrays, in place: v = momentum*v - decay*w - lr*grad;
+    w = w + v.
 
     The scalars have the arrays' dtype and every operation rounds to it in the generic version's order
     (no fused multiply-adds without fastmath), so the result is bit-identical to it. One pass over the
     memory instead of the generic version's six with their temporaries.
     """
-    for q in prange(w.shape[0]):
+    w, grad, velocity = w[start:stop], grad[start:stop], velocity[start:stop]
+    for q in range(w.shape[0]):  # from 0: the compiler knows q >= 0 and vectorises the loop
         v = velocity[q] * momentum
         v = v - decay * w[q]
         v = v - lr * grad[q]
