@@ -26,7 +26,7 @@ from alexnet.model import AlexNet, build_model, format_summary
 from alexnet.run_data import PreparedData, StreamData, prepare_data
 from alexnet.runs import DATA_STATS, load_model, load_statistics
 from alexnet.train import TrainingDiverged, train
-from minigrad import Tensor, backend, keep_freed_memory
+from minigrad import Tensor, backend, distributed, keep_freed_memory
 
 # The exceptions that mean "this input cannot be used": one line on stderr, exit status 2.
 _INPUT_ERRORS = (CheckpointError, FileExistsError, FileNotFoundError, ValueError)
@@ -55,17 +55,31 @@ def _given_settings(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    world = distributed.world()  # under mpiexec: the first call, made on every rank, joins the job
+    if world.size == 1:
+        return _train_here(args, world)
+    # Several ranks: an error on one rank must end them all (an exit would leave the others waiting forever).
+    with distributed.abort_on_error(world):
+        code = _train_here(args, world)
+    if code not in (0, 130):
+        distributed.abort(f"ending all {world.size} processes", code, world)
+    return code
+
+
+def _train_here(args: argparse.Namespace, world: distributed.World) -> int:
     given = _given_settings(args)
+    root = world.is_root
     try:
         result = train(TrainConfig(**given), resume=args.resume, given=set(given) - {"device"})
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except TrainingDiverged as exc:  # on every rank at the same step: only rank 0 says so
+        if root:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except _INPUT_ERRORS as exc:
         return _error(str(exc))
     if result.stopped_early:
         return 130
-    if not args.no_plots:
+    if root and not args.no_plots:
         try:
             from alexnet.figures import plot_run
 
@@ -76,7 +90,8 @@ def _train(args: argparse.Namespace) -> int:
             )
         else:
             print("plots: " + ", ".join(str(p) for p in written))
-    print(f"run folder: {result.run_dir} (checkpoint.npz, best.npz, metrics.jsonl, test.json)")
+    if root:
+        print(f"run folder: {result.run_dir} (checkpoint.npz, best.npz, metrics.jsonl, test.json)")
     return 0
 
 

@@ -137,6 +137,8 @@ def evaluate_batches(
     try:
         with no_grad():
             for x, y in tqdm(batches, total=total, desc="eval", disable=not progress):
+                if len(y) == 0:  # this rank's share of a small last batch
+                    continue
                 if x.ndim == 5:
                     v, b = x.shape[:2]
                     flat = np.ascontiguousarray(x.reshape(v * b, *x.shape[2:]))

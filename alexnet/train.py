@@ -13,6 +13,10 @@ Reproducibility is designed in:
 - checkpoints hold the model, optimizer and scheduler states and the epoch and batch reached.
 On the CPU a run that is stopped and resumed ends with exactly the weights of a run that never stopped.
 
+Under `mpiexec -n N` every rank runs this same loop on its share of each global batch (`alexnet.parallel`):
+the gradients are summed over the ranks before each step, the per-step statistics and the stop decision too
+(a NaN or Ctrl-C on any rank stops every rank after the same batch), and rank 0 alone prints and writes files.
+
 May import: the other `alexnet` modules except `cli`, `plots` and `inference`; minigrad's public API; NumPy;
 tqdm; the standard library.
 """
@@ -42,6 +46,7 @@ from alexnet.checkpoint import CheckpointError, load_checkpoint, split_prefix, w
 from alexnet.config import BOUNDS, TrainConfig, resolve_defaults
 from alexnet.evaluate import EvalResult, evaluate, evaluate_batches, ten_crop_notes, top_k_error
 from alexnet.model import AlexNet, build_model, model_from_config
+from alexnet.parallel import Part, World, join, root_only, set_dropout_rows, sum_over_ranks, whole
 from alexnet.run_data import PreparedData, StreamData, prepare_data
 from alexnet.runs import (
     DATA_STATS,
@@ -58,7 +63,7 @@ from alexnet.runs import (
     write_config,
     write_metrics,
 )
-from minigrad import Tensor, backend, no_grad
+from minigrad import Tensor, backend, distributed, no_grad
 from minigrad.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
 # TrainConfig, load_model and prepare_data live in config, runs and run_data; lessons import them from here too.
@@ -92,6 +97,7 @@ class Run:
     saved_at: tuple[int, int] | None = None  # the (epoch, batch) that checkpoint.npz holds; None: no file yet
     # The background loaders of streamed data, started when first needed and kept for the whole run.
     loaders: dict[Any, data.BackgroundLoader] = dataclasses.field(default_factory=dict)
+    world: World = dataclasses.field(default_factory=World)  # the processes training together
 
     @property
     def checkpoint_path(self) -> Path:
@@ -106,10 +112,11 @@ class Run:
         key = (split, ten_crop)
         if key not in self.loaders:
             assert isinstance(self.data, StreamData)
+            rank, size = self.world.rank, self.world.size
             if split == "train":
-                self.loaders[key] = self.data.train_loader(self.cfg)
+                self.loaders[key] = self.data.train_loader(self.cfg, rank, size)
             else:
-                self.loaders[key] = self.data.eval_loader(split, self.cfg, ten_crop)
+                self.loaders[key] = self.data.eval_loader(split, self.cfg, ten_crop, rank, size)
         return self.loaders[key]
 
     def close(self) -> None:
@@ -119,11 +126,14 @@ class Run:
         self.loaders.clear()
 
     def save(self, path: Path) -> None:
-        """Write the run's checkpoint (everything needed to continue exactly) to `path`."""
-        norm = (self.data.mean, self.data.std)
-        save_run_checkpoint(
-            path, self.model, self.optimizer, self.scheduler, self.state, self.cfg, self.data.class_names, norm
-        )
+        """Write the run's checkpoint (everything needed to continue exactly) to `path` (rank 0; the other
+        ranks, whose state is the same, wait until it is written)."""
+        if self.world.is_root:
+            norm = (self.data.mean, self.data.std)
+            save_run_checkpoint(
+                path, self.model, self.optimizer, self.scheduler, self.state, self.cfg, self.data.class_names, norm
+            )
+        distributed.barrier(self.world)
         if path == self.checkpoint_path:
             self.saved_at = (self.state.epoch, self.state.batch)
 
@@ -158,7 +168,9 @@ def train(
         given: the settings the user gave explicitly (the CLI's flags), to name those a resume ignores;
             None takes the settings that differ from TrainConfig's defaults.
     """
-    run = start_run(cfg, log) if resume is None else resume_run(resume, cfg, log, given)
+    world, cfg = join(cfg, log)
+    log = root_only(log, world)
+    run = start_run(cfg, log, world) if resume is None else resume_run(resume, cfg, log, given, world)
     try:
         stopped = run_epochs(run, after_batch, log)
         test = None if stopped else final_test(run, log)
@@ -185,15 +197,22 @@ def _build_model(cfg: TrainConfig, num_classes: int | None = None) -> AlexNet:
 
 
 def _assemble(
-    cfg: TrainConfig, run_dir: Path, model: AlexNet, prepared: PreparedData | StreamData, state: RunState, metrics: list
+    cfg: TrainConfig,
+    run_dir: Path,
+    model: AlexNet,
+    prepared: PreparedData | StreamData,
+    state: RunState,
+    metrics: list,
+    world: World,
 ) -> Run:
     model.to(cfg.device)
+    distributed.broadcast_parameters(model, world=world)  # identical already (same seed or checkpoint): made sure
     optimizer = make_optimizer(cfg, model)
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.patience, min_lr=cfg.min_lr)
-    return Run(cfg, run_dir, model, optimizer, scheduler, prepared, state, metrics)
+    return Run(cfg, run_dir, model, optimizer, scheduler, prepared, state, metrics, world=world)
 
 
-def start_run(cfg: TrainConfig, log: Log) -> Run:
+def start_run(cfg: TrainConfig, log: Log, world: World | None = None) -> Run:
     """A new run: check the settings, build the model, load the data, then (only then) make the folder."""
     cfg.check()
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg.model)
@@ -210,11 +229,13 @@ def start_run(cfg: TrainConfig, log: Log) -> Run:
     # Fashion-MNIST installed since, or $ALEXNET_FASHION_MNIST set or unset).
     cfg = dataclasses.replace(cfg, data=prepared.data_setting)
     cfg = resolve_defaults(cfg, mc.in_channels, len(prepared.train_labels))
-    run = _assemble(cfg, run_dir, model, prepared, RunState(), [])
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to load its data leaves nothing
-    write_config(run_dir, cfg)
-    if isinstance(prepared, StreamData):  # eval, predict and a resume normalise with these, not the data's
-        save_statistics(run_dir / DATA_STATS, prepared.statistics)
+    world = world or World()
+    run = _assemble(cfg, run_dir, model, prepared, RunState(), [], world)
+    if world.is_root:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to load its data leaves nothing
+        write_config(run_dir, cfg)
+        if isinstance(prepared, StreamData):  # eval, predict and a resume normalise with these, not the data's
+            save_statistics(run_dir / DATA_STATS, prepared.statistics)
     log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}; data: {prepared.source}")
     log(
         f"train {len(prepared.train_labels):,} / validation {len(prepared.val_labels):,} / "
@@ -312,7 +333,13 @@ def _metrics_before(run_dir: Path, epoch: int, log: Log) -> list[dict[str, Any]]
     return metrics
 
 
-def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log, given: Collection[str] | None = None) -> Run:
+def resume_run(
+    resume: str | os.PathLike,
+    cfg: TrainConfig,
+    log: Log,
+    given: Collection[str] | None = None,
+    world: World | None = None,
+) -> Run:
     """A stopped run, exactly as it was saved: weights, optimizer, scheduler, random generators, position."""
     ckpt_path = Path(resume)
     run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
@@ -320,7 +347,9 @@ def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log, given: Col
     cfg = _resumed_config(meta["train_config"], cfg, given, log)
     state = RunState(**meta["state"])
     _check_target(run_dir, state, cfg.epochs, log)
-    remove_stale_temporaries(run_dir, log)
+    world = world or World()
+    if world.is_root:
+        remove_stale_temporaries(run_dir, log)
     backend.manual_seed(cfg.seed)
     model = model_from_config(meta["model_config"])
     restore_model(model, split_prefix(arrays, "model"), run_dir)
@@ -335,13 +364,14 @@ def resume_run(resume: str | os.PathLike, cfg: TrainConfig, log: Log, given: Col
         raise CheckpointError(f"the run has {mc.num_classes} classes but the data has {len(prepared.class_names)}")
     if cfg.data is None:  # a run saved without its data setting
         log(f"warning: the run does not say which data it used; continuing on {prepared.source}")
-    run = _assemble(cfg, run_dir, model, prepared, state, _metrics_before(run_dir, state.epoch, log))
+    run = _assemble(cfg, run_dir, model, prepared, state, _metrics_before(run_dir, state.epoch, log), world)
     if ckpt_path.is_dir() or ckpt_path == run.checkpoint_path:
         run.saved_at = (state.epoch, state.batch)
     restore_optimizer(run.optimizer, run.scheduler, arrays, meta)
     backend.set_rng_state(meta["rng"])
     if cfg.extensions != meta["train_config"].get("extensions", []):
-        write_config(run_dir, cfg)
+        if world.is_root:
+            write_config(run_dir, cfg)
         log(f"the run now trains {cfg.epochs} epochs (was {cfg.extensions[-1]['from']}; recorded in config.json)")
     log(f"resuming {run_dir} at {_position(state.epoch, state.batch, run.n_batches)}")
     return run
@@ -378,13 +408,16 @@ class _StopFlag:
 def run_epochs(run: Run, after_batch: AfterBatch | None, log: Log) -> bool:
     """Train epoch after epoch up to `cfg.epochs`. Returns True when stopped early (Ctrl-C or after_batch)."""
     with _StopFlag() as stop:
+        alone = run.world.size == 1
 
         def should_stop(epoch: int, batch: int) -> bool:
-            return stop.requested or (after_batch is not None and after_batch(epoch, batch))
+            # Several ranks: Ctrl-C reaches each at its own moment, so it counts only through the flag that
+            # every step sums over the ranks (train_step); after_batch gives the same answer on every rank.
+            return (alone and stop.requested) or (after_batch is not None and after_batch(epoch, batch))
 
         while run.state.epoch <= run.cfg.epochs:
             epoch = run.state.epoch
-            timing = train_epoch(run, should_stop)
+            timing = train_epoch(run, should_stop, lambda: stop.requested)
             if timing.stopped and run.state.batch < run.n_batches:
                 run.save(run.checkpoint_path)
                 where = _position(epoch, run.state.batch, run.n_batches)
@@ -401,30 +434,38 @@ def run_epochs(run: Run, after_batch: AfterBatch | None, log: Log) -> bool:
     return False
 
 
-def epoch_batches(run: Run, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def epoch_batches(run: Run, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray, Part]]:
     """The training batches of `epoch` after the first `start_batch`, in the order and with the augmentation
-    its seed gives: (b, x, y), b counting from 1, host arrays x (B, C, S, S) float32, normalised, y (B,) int64.
+    its seed gives: (b, x, y, part), b counting from 1, host arrays x (B, C, S, S) float32, normalised, y (B,)
+    int64: this rank's `part` of the global batch (all of it in one process).
 
     Streamed data's x is a view of the loader's buffer, valid until the next batch is asked for.
     """
-    prepared = run.data
+    prepared, cfg, world = run.data, run.cfg, run.world
     if isinstance(prepared, StreamData):
+        n = len(prepared.train_labels)
         for b, (x, y) in enumerate(run.loader("train").epoch(epoch, start_batch), start_batch + 1):
-            yield b, x, y
+            g = min(cfg.batch_size, n - (b - 1) * cfg.batch_size)  # the loader's slices: BackgroundLoader's doc
+            yield b, x, y, Part(slice(g * world.rank // world.size, g * (world.rank + 1) // world.size), g)
         return
     batches = data.iterate_batches(
         prepared.train_images,
         prepared.train_labels,
-        run.cfg.batch_size,
+        cfg.batch_size,
         shuffle=True,
-        rng=np.random.default_rng([run.cfg.seed, epoch]),
-        transform=prepared.train_transform(run.cfg.augment),
+        rng=np.random.default_rng([cfg.seed, epoch]),
+        transform=prepared.train_transform(cfg.augment),
         mean=prepared.mean,
         std=prepared.std,
     )
     for b, (x, y) in enumerate(batches, 1):
-        if b > start_batch:  # the earlier ones are made anyway: they advance the epoch's random generator
-            yield b, x, y
+        if b <= start_batch:  # made anyway: they advance the epoch's random generator
+            continue
+        if world.size == 1:
+            yield b, x, y, whole(len(y))
+        else:  # every rank makes the whole batch with the same generator and keeps its rows
+            rows = distributed.shard(len(y), world.rank, world.size)
+            yield b, x[rows], y[rows], Part(rows, len(y))
 
 
 @contextlib.contextmanager
@@ -466,25 +507,55 @@ def _gradients_finite(params: list[Tensor]) -> bool:
     return math.isfinite(total)
 
 
-def train_step(run: Run, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """One update on one batch: forward, loss, backward, optimizer step. Returns the loss and the logits.
+@dataclass
+class StepResult:
+    """One update's numbers over the whole global batch (summed over the ranks)."""
 
-    A NaN or infinite loss or gradient stops the run (TrainingDiverged) before the update can spoil the
-    weights; NumPy's own warnings about the same overflow are silenced, since the error says it better.
+    loss: float  # the mean loss
+    errors: float  # top-1 errors
+    count: int  # images
+    stop: bool  # some rank was asked to stop (Ctrl-C)
+
+
+def _local_inputs(x: np.ndarray, y: np.ndarray, part: Part) -> tuple[np.ndarray, np.ndarray, Part]:
+    """The rank's rows; an empty share (a global batch smaller than the ranks) becomes one blank row of weight
+    0, because every rank must still draw the global batch's dropout masks from its generator."""
+    if part.count > 0:
+        return x, y, part
+    return np.zeros((1, *x.shape[1:]), np.float32), np.zeros(1, np.int64), Part(slice(0, 1), part.n_global)
+
+
+def train_step(run: Run, x: np.ndarray, y: np.ndarray, part: Part | None = None, stop: bool = False) -> StepResult:
+    """One update on this rank's `part` of a batch: forward, loss, backward, the gradients summed over the
+    ranks, optimizer step. `stop`: this rank was asked to stop (summed with the others' into the result).
+
+    A NaN or infinite loss or gradient on any rank stops every rank (TrainingDiverged) before the update can
+    spoil the weights; NumPy's own warnings about the same overflow are silenced, since the error says it better.
     """
-    where = f"at epoch {run.state.epoch}, batch {run.state.batch + 1} of {run.n_batches}"
+    part = whole(len(y)) if part is None else part
+    alone, where = run.world.size == 1, f"at epoch {run.state.epoch}, batch {run.state.batch + 1} of {run.n_batches}"
+    xs, ys, rows = _local_inputs(x, y, part)
+    if not alone:
+        set_dropout_rows(run.model, rows)
     with _quiet_float_warnings():
-        logits = run.model(Tensor(backend.to_device(x, run.cfg.device)))
-        loss = F.cross_entropy(logits, y)
-        loss_value = float(loss.item())
-        if not math.isfinite(loss_value):
-            raise _diverged(run, f"the loss became {loss_value}", where)
+        logits = run.model(Tensor(backend.to_device(xs, run.cfg.device)))
+        loss = F.cross_entropy(logits, ys)
+        if not alone:  # each rank's mean times its share: the ranks' sum is the global batch's mean
+            loss = loss * part.weight
+        local = float(loss.item())
+        if alone and not math.isfinite(local):
+            raise _diverged(run, f"the loss became {local}", where)
         run.optimizer.zero_grad()
         loss.backward()
+        distributed.all_reduce_gradients(run.model, average=False, world=run.world)
+        errors = top_k_error(logits.numpy(), ys, 1) * part.count if part.count else 0.0
+        total = sum_over_ranks([local, errors, part.count, float(stop)], run.world)
+        if not math.isfinite(total[0]):  # the same sum on every rank: all stop here
+            raise _diverged(run, f"the loss became {total[0]}", where)
         if not _gradients_finite(run.model.parameters()):
             raise _diverged(run, "a gradient became NaN or infinite", where)
         run.optimizer.step()
-    return loss_value, logits.numpy()
+    return StepResult(float(total[0]), float(total[1]), round(float(total[2])), bool(total[3] > 0))
 
 
 @dataclass
@@ -500,31 +571,34 @@ def _progress_bar(run: Run) -> tqdm:
         initial=run.state.batch,
         desc=f"epoch {run.state.epoch}/{run.cfg.epochs}",
         unit="batch",
-        disable=not run.cfg.progress,
+        disable=not run.cfg.progress or not run.world.is_root,
         dynamic_ncols=True,
         mininterval=0.2 if sys.stderr.isatty() else 15.0,  # keep logs of piped runs short
     )
 
 
-def train_epoch(run: Run, should_stop: AfterBatch) -> EpochTiming:
-    """Train the rest of the current epoch (all of it, unless a stopped run left it halfway)."""
+def train_epoch(run: Run, should_stop: AfterBatch, requested: Callable[[], bool] = lambda: False) -> EpochTiming:
+    """Train the rest of the current epoch (all of it, unless a stopped run left it halfway).
+
+    should_stop(epoch, batch): asked after each step; requested(): whether Ctrl-C was pressed here (several
+    ranks: summed over the ranks with the step's numbers, so that all stop after the same batch)."""
     run.model.train()
     state, stats = run.state, run.state.epoch_stats
     t0, images = time.perf_counter(), 0
     with _progress_bar(run) as bar:
         # A stopped epoch continues after the batches it already trained on.
-        for b, x, y in epoch_batches(run, state.epoch, state.batch):
-            loss_value, logits = train_step(run, x, y)
+        for b, x, y, part in epoch_batches(run, state.epoch, state.batch):
+            step = train_step(run, x, y, part, requested())
             state.batch = b
-            stats["loss_sum"] += loss_value * len(y)
-            stats["errors"] += top_k_error(logits, y, 1) * len(y)
-            stats["seen"] += len(y)
-            images += len(y)
+            stats["loss_sum"] += step.loss * step.count
+            stats["errors"] += step.errors
+            stats["seen"] += step.count
+            images += step.count
             speed = images / (time.perf_counter() - t0)
             bar.update(1)
             lr = run.optimizer.lr
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}", refresh=False)
-            if should_stop(state.epoch, b):
+            bar.set_postfix(loss=f"{step.loss:.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}", refresh=False)
+            if step.stop or should_stop(state.epoch, b):
                 return EpochTiming(True, time.perf_counter() - t0, images)
     return EpochTiming(False, time.perf_counter() - t0, images)
 
@@ -554,7 +628,8 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     run.metrics.append(record)
     # Written before the checkpoint, so a checkpoint never covers an epoch missing from the file (a
     # resume drops the lines of epochs beyond its checkpoint).
-    write_metrics(run.run_dir / "metrics.jsonl", run.metrics)
+    if run.world.is_root:
+        write_metrics(run.run_dir / "metrics.jsonl", run.metrics)
     # best.npz before checkpoint.npz: killed in between, the checkpoint still points at the start of
     # this epoch, and resuming trains it again and writes the same best.npz. The other order would
     # leave a checkpoint past this epoch next to an older best.npz that nothing ever rewrites.
@@ -569,18 +644,29 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
 
 
 def score(run: Run, model: AlexNet, split: str, ten_crop: bool = False) -> EvalResult:
-    """Loss, top-1 and top-5 error of `model` on the run's "val" (held out) or "test" split."""
-    prepared = run.data
+    """Loss, top-1 and top-5 error of `model` on the run's "val" (held out) or "test" split; with several ranks
+    each scores its share of the images and the counts are summed."""
+    prepared, world = run.data, run.world
     with _quiet_float_warnings():
         if isinstance(prepared, StreamData):
             loader = run.loader(split, ten_crop)
-            return evaluate_batches(model, loader, total=len(loader))
-        images, labels = (
-            (prepared.val_images, prepared.val_labels)
-            if split == "val"
-            else (prepared.test_images, prepared.test_labels)
-        )
-        return evaluate(model, images, labels, 256, prepared.mean, prepared.std, ten_crop=ten_crop)
+            result = evaluate_batches(model, loader, total=len(loader))
+        else:
+            if split == "val":
+                images, labels = prepared.val_images, prepared.val_labels
+            else:
+                images, labels = prepared.test_images, prepared.test_labels
+            if world.size > 1:
+                rows = distributed.shard(len(labels), world.rank, world.size)
+                images, labels = images[rows], labels[rows]
+            result = (
+                evaluate(model, images, labels, 256, prepared.mean, prepared.std, ten_crop=ten_crop)
+                if len(labels)
+                else EvalResult(0.0, 0.0, 0.0, 0)  # a rank with no share of a tiny split
+            )
+    if world.size == 1:
+        return result
+    return EvalResult.from_sums(sum_over_ranks(list(result.sums()), world))
 
 
 # ----------------------------------------------------------------------------- the final test
@@ -603,5 +689,6 @@ def final_test(run: Run, log: Log) -> EvalResult:
         f"top-1 error {100 * test.top1_error:.2f}%, top-5 error {100 * test.top5_error:.2f}%"
     )
     record = {**test.as_dict("test_"), "count": test.count, "checkpoint": "best.npz", "epoch": best_epoch}
-    write_text_atomically(run.run_dir / "test.json", json.dumps(record) + "\n")
+    if run.world.is_root:
+        write_text_atomically(run.run_dir / "test.json", json.dumps(record) + "\n")
     return test

@@ -343,16 +343,21 @@ class LocalResponseNorm(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout in training mode, identity in eval mode."""
+    """Inverted dropout in training mode, identity in eval mode. `rows`, `n_global`: this process's rows of a
+    global batch split over processes (F.dropout)."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
         self.p = p
+        # Set by a data-parallel training loop before each step: this process's rows of a global batch of
+        # n_global (see F.dropout). None: the input is the whole batch.
+        self.rows: slice | None = None
+        self.n_global: int | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training, self.rows, self.n_global)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -89,7 +89,7 @@ def test_eval_and_predict_use_the_runs_mean_image(store, tmp_path, capsys):
 def batches_of(cfg: TrainConfig, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
     run = start_run(cfg, quiet)
     try:
-        return [(x.copy(), y) for _, x, y in epoch_batches(run, epoch)]
+        return [(x.copy(), y) for _, x, y, _ in epoch_batches(run, epoch)]
     finally:
         run.close()
 

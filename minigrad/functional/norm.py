@@ -57,11 +57,17 @@ class Dropout(Function):
         return grad * self.mask
 
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+def dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, rows: slice | None = None, n_global: int | None = None
+) -> Tensor:
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p).
 
     Identity when not training (or p == 0), so evaluation needs no rescaling.
     The mask comes from the device's seeded generator (`minigrad.manual_seed`).
+
+    Data parallelism: when x (B, ...) holds rows `rows` of a global batch of `n_global` rows split over
+    processes, the mask of the whole global batch (n_global, ...) is drawn and x gets its rows of it, so every
+    process draws the same numbers and N processes drop exactly what one process would.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
@@ -70,6 +76,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     gen = backend.rng(x.device)
     # Generators draw float32 or float64 only; float16 input compares float32 draws.
     draw = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    keep = gen.random(x.shape, dtype=draw) >= draw.type(p)
+    shape = x.shape if n_global is None else (n_global, *x.shape[1:])
+    keep = gen.random(shape, dtype=draw)[rows if rows is not None else slice(None)] >= draw.type(p)
+    if keep.shape != x.shape:
+        raise ValueError(f"dropout rows {rows} of a global batch of {n_global} do not fit an input of {x.shape}")
     mask = keep * x.dtype.type(1.0 / (1.0 - p))
     return Dropout.apply(x, mask=mask)
