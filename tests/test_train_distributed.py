@@ -9,6 +9,7 @@ augmentation on; they skip (saying why) where mpiexec or mpi4py is missing. Ever
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -182,3 +183,24 @@ def test_killing_one_rank_ends_the_whole_job_within_seconds(tmp_path):
         if job.poll() is None:
             job.kill()
             job.wait()
+
+
+@needs_mpi
+def test_two_processes_on_a_prepared_store_take_the_steps_of_one(tmp_path):
+    """The loader's rank slices: uneven shares (global batches of 5 over 2 ranks; 3 validation images)."""
+    from alexnet.cli import main
+    from alexnet.data import make_fake_imagefolder
+
+    make_fake_imagefolder(tmp_path / "src" / "train", 3, per_class=6, size=(90, 80), seed=0)
+    make_fake_imagefolder(tmp_path / "src" / "val", 3, per_class=2, size=(96, 96), seed=1)
+    store = tmp_path / "store"
+    assert main(["prepare", str(tmp_path / "src"), str(store), "--size", "73", "--workers", "0", "--no-progress"]) == 0
+    run = ["--model", "alexnet-small", "--width", "0.25", "--data", str(store), "--epochs", "2", "--batch-size", "5",
+           "--val-size", "3", "--workers", "1", "--no-plots", "--no-progress"]  # fmt: skip
+    alexnet([*run, "--out", str(tmp_path / "one")])
+    alexnet([*run, "--out", str(tmp_path / "two")], processes=2)
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    one, two = (json.loads((tmp_path / name / "test.json").read_text()) for name in ("one", "two"))
+    assert (two["test_top1_error"], two["test_top5_error"], two["count"]) == (
+        one["test_top1_error"], one["test_top5_error"], one["count"])  # fmt: skip
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)  # summed over the ranks' shares
