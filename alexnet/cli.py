@@ -122,7 +122,7 @@ def _eval(args: argparse.Namespace) -> int:
     except _INPUT_ERRORS as exc:
         return _error(str(exc))
     if isinstance(prepared, StreamData):
-        with prepared.eval_loader("test", cfg, args.ten_crop) as loader:
+        with prepared.eval_loader("test", cfg, args.ten_crop, batch_size=args.batch_size) as loader:
             result = evaluate_batches(model, loader, total=len(loader), progress=True)
         stored = prepared.image_size
     else:

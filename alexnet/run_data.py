@@ -305,12 +305,18 @@ class StreamData:
         )  # fmt: skip
 
     def eval_loader(
-        self, split: str, cfg: TrainConfig, ten_crop: bool = False, rank: int = 0, world_size: int = 1
+        self,
+        split: str,
+        cfg: TrainConfig,
+        ten_crop: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 256,
     ) -> data.BackgroundLoader:
         """The batches of the "val" (held out) or "test" split, in order: centre crops or the paper's 10."""
         source = self.val if split == "val" else self.test
         return data.eval_batches(
-            source, 256, crop=self.crop, ten_crop=ten_crop, mean=cfg.mean or "image", workers=cfg.workers,
+            source, batch_size, crop=self.crop, ten_crop=ten_crop, mean=cfg.mean or "image", workers=cfg.workers,
             statistics=self.statistics, rank=rank, world_size=world_size,
         )  # fmt: skip
 
