@@ -390,9 +390,10 @@ assert build_model("alexnet-tiny", overlap=False).feature_shape[1:] == (3, 3)
 #   `minigrad/kernels/sgd.py`'s `sgd_momentum_step`, a Numba loop on the CPU with the plain
 #   `sgd_momentum_step_generic` beside it, the four lines you wrote), `ReduceLROnPlateau`, `Adam`.
 # - `minigrad/functional/loss.py`: `cross_entropy`, `log_softmax`.
-# - `alexnet/train.py`: `train(TrainConfig(...))` is the `alexnet train` command: `make_optimizer`,
-#   `train_step` (forward, loss, backward, step), `end_epoch` (validation, the schedule, checkpoints), and the
-#   seeds of every random choice (`TrainConfig.seed`).
+# - `alexnet/train.py`: `train(TrainConfig(...))` is the `alexnet train` command, in named steps:
+#   `make_optimizer`, `train_step` (forward, loss, backward, step), `end_epoch` (validation, the schedule,
+#   checkpoints). `alexnet/config.py`: `TrainConfig`, every setting of a run, `seed` (of every random choice)
+#   included.
 # - `alexnet/evaluate.py`: `evaluate`, `top_k_error`, `predict_logits`.
 # - The ablation switches on the command line: `alexnet train --no-lrn`, `--no-overlap`, `--groups 1`,
 #   `--width 0.25`, `--seed 1`.

@@ -256,9 +256,12 @@ plt.show()
 # - `alexnet/data/transforms.py` (re-exported by `alexnet.data`): `random_crop`, `random_horizontal_flip`,
 #   `center_crop`, `ten_crop`, `rgb_pca` (streams the pixels in chunks and samples them when there are many),
 #   `pca_lighting`, and `train_transform` / `eval_transform`, which chain them for a run.
+# - `alexnet/data/augment.py`: the same augmentation one image at a time, as the background loader builds
+#   batches: `train_sample_plain` (the definition, with the batch transforms above), `train_sample` (the same
+#   numbers in fewer passes), `lighting_offset`, `ten_crop_sample`.
 # - `alexnet/data/image_folder.py`: `load_image` (the paper's resize and centre crop) and `ImageFolder`.
-# - `alexnet/train.py`: `PreparedData.train_transform` switches augmentation on for colour image folders
-#   (`TrainConfig.augment`; `alexnet train --data DIR` with ImageNet's folder layout).
+# - `alexnet/run_data.py`: `PreparedData.train_transform`; `alexnet/config.py`: `TrainConfig.augment` (on by
+#   default for colour images: `alexnet train --data DIR` with ImageNet's folder layout).
 # - `alexnet/evaluate.py`: `predict_logits(..., ten_crop=True)` averages the softmax over the ten crops
 #   (`alexnet eval RUN --ten-crop`).
 #

@@ -279,8 +279,9 @@ plt.show()
 #   `plot_predictions` (Fig. 4, left), `nearest_neighbours` and `plot_nearest_neighbours` (Fig. 4, right);
 #   `plot_training_curves`. `alexnet plot RUN` draws them all for a run folder.
 # - `alexnet/model.py`: `AlexNet.extract_features` (fc7 after its ReLU).
-# - `alexnet/train.py`: `load_model` (a run folder or a checkpoint file); `alexnet/checkpoint.py`:
-#   `save_checkpoint`, `load_checkpoint`. `alexnet/evaluate.py`: `evaluate`, `predict_logits`, `top_k_error`.
+# - `alexnet/runs.py`: `load_model` (a run folder or a checkpoint file; `alexnet.train` re-exports it);
+#   `alexnet/checkpoint.py`: `save_checkpoint`, `load_checkpoint`; `alexnet/evaluate.py`: `evaluate`,
+#   `predict_logits`, `top_k_error`.
 # - `scripts/make_lesson_checkpoint.py`: how this lesson's network was trained; rerun it to retrain.
 #
 # ## Further exercises

@@ -318,8 +318,9 @@ assert speedup["paper AlexNet"] > speedup["alexnet-tiny"] > 1
 # - `minigrad/backend.py`: `Device`, `get_array_module`, `to_device`, `to_numpy`, `gpu_available`,
 #   `gpu_unavailable_reason` (the probe), `synchronize`, `use_gpu_module`, `rng` (seeded random numbers per
 #   device); the only file that imports CuPy.
-# - `minigrad/tensor.py`: `Tensor.to`, `Tensor.xp`, `Function.apply` (refuses inputs on two devices and a
-#   forward that leaves the device); `minigrad/nn.py`: `Module.to`.
+# - `minigrad/tensor.py`: `Tensor.to`, `Tensor.xp`, `Function.apply`, whose checks live in
+#   `minigrad/guards.py` (inputs on two devices, a forward that leaves the device); `minigrad/nn.py`:
+#   `Module.to`.
 # - `minigrad/functional/basic.py`: the elementwise ops written like your `Softplus` (`Sigmoid`, `Tanh`,
 #   `ReLU`); `minigrad/kernels/`: the Numba CPU kernels and their `xp`-generic twins that the GPU runs.
 # - `tests/strict_cupy.py` and `tests/conftest.py`: the stand-in and the `xp` / `device` fixtures that run
