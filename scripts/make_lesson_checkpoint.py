@@ -60,7 +60,7 @@ def make_checkpoint(out: Path, epochs: int, seed: int) -> Path:
     test = result.test
     lesson_meta = {
         "model_config": meta["model_config"],
-        "train_config": meta["train_config"],
+        "train_config": {**meta["train_config"], "out": None},  # the run folder was temporary
         "class_names": meta["class_names"],
         "mean": meta["mean"],
         "std": meta["std"],
