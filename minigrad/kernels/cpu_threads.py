@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 try:
     import threadpoolctl
-except ImportError:  # without it nothing is split across cores, and everything still works
+except ImportError:  # without it products are not split (the compiled loops still are); all still works
     threadpoolctl = None
 
 T = TypeVar("T")
