@@ -14,8 +14,9 @@ the first allocations) and then `--steps` timed ones. A step is the forward and 
 on a random batch with the cross-entropy loss (`--step forward-backward`), or that plus the paper's SGD update
 (`--step train`, what benchmarks/train_step.py times).
 
-Printed: the machine, the load average before and after, then per case the fastest step over all runs and
-the median step, in seconds, and the verdict: NumPy first against minigrad first in each checkout (the goal:
+Printed: the machine, the load average before and after, then per case the fastest step over all runs, the
+median step and the median CPU time of a step (all threads of the process: threads that spin while they wait
+add to it), in seconds, and the verdict: NumPy first against minigrad first in each checkout (the goal:
 within 3%), and this checkout against the baseline in each order. The fastest step is the figure to compare
 on a busy machine (other processes only ever add time); a median far above it says the machine was busy.
 
@@ -80,12 +81,13 @@ def step():
 
 for _ in range(2):
     step()
-times = []
+times, cpu = [], []
 for _ in range(int(steps)):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     step()
     times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "load": [load_before, os.getloadavg()[0]]}))
+    cpu.append(time.process_time() - start_cpu)
+print(json.dumps({"times": times, "cpu": cpu, "load": [load_before, os.getloadavg()[0]]}))
 """
 
 
@@ -199,13 +201,14 @@ def print_header(args: argparse.Namespace, checkouts: dict[str, Path], env: dict
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
 
 
-def print_results(times: dict[str, list[float]], checkouts: dict[str, Path]) -> None:
-    print(f"\n{'case':<34} {'fastest s':>10} {'median s':>9} {'med/fast':>8}  steps")
+def print_results(times: dict[str, list[float]], cpu: dict[str, list[float]], checkouts: dict[str, Path]) -> None:
+    print(f"\n{'case':<34} {'fastest s':>10} {'median s':>9} {'med/fast':>8} {'CPU s':>6}  steps")
     fastest = {}
     for name, values in times.items():
         fastest[name] = min(values)
         median = statistics.median(values)
-        print(f"{name:<34} {fastest[name]:10.3f} {median:9.3f} {median / fastest[name]:8.2f}  {len(values)}")
+        line = f"{name:<34} {fastest[name]:10.3f} {median:9.3f} {median / fastest[name]:8.2f}"
+        print(f"{line} {statistics.median(cpu[name]):6.2f}  {len(values)}")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("\nverdict (ratios of the fastest steps; > 1: slower):")
     for checkout in checkouts:
@@ -251,18 +254,20 @@ def main() -> None:
 
     cases = [(checkout, order) for checkout in checkouts for order in ORDERS]
     times: dict[str, list[float]] = {case_name(*case): [] for case in cases}
+    cpu: dict[str, list[float]] = {case_name(*case): [] for case in cases}
     for round_index in range(args.rounds):
         order_of_cases = cases if round_index % 2 == 0 else cases[::-1]
         for checkout, order in order_of_cases:
             result = run_case(checkouts[checkout], order, args, env)
             times[case_name(checkout, order)] += result["times"]
+            cpu[case_name(checkout, order)] += result["cpu"]
             load = " -> ".join(f"{v:.1f}" for v in result["load"])
             print(
                 f"round {round_index + 1}: {case_name(checkout, order):<34} fastest {min(result['times']):.3f} s "
                 f"(load {load})",
                 flush=True,
             )
-    print_results(times, checkouts)
+    print_results(times, cpu, checkouts)
 
 
 if __name__ == "__main__":
