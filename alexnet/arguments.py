@@ -18,7 +18,7 @@ from typing import Any
 
 import minigrad
 from alexnet import __version__
-from alexnet.config import BOUNDS, Bounds, TrainConfig
+from alexnet.config import BOUNDS, PRECISIONS, Bounds, TrainConfig
 from alexnet.model import ACTIVATIONS, CONFIGS
 
 _DEFAULTS = TrainConfig()
@@ -138,6 +138,7 @@ _TRAIN_EXAMPLES = """
   alexnet train --activation tanh --out runs/tanh      the paper's Fig. 1: ReLU against tanh
   alexnet train --model alexnet --data OUT             ImageNet, decoded once by: alexnet prepare DIR OUT
   alexnet train --model alexnet-small --data DIR       colour 64x64 from DIR/train/<class>/*.jpg and DIR/val/...
+  alexnet train --device gpu --precision fp16          float16 compute, float32 master weights, on a GPU
   alexnet train --resume runs/alexnet-tiny-...         continue a stopped run exactly where it stopped
   alexnet train --resume RUN --epochs 30               train a run longer (config.json records it)
 """
@@ -174,6 +175,13 @@ def _add_train(sub: Any) -> None:
         "and --data (the same data, moved)",
     )
     t.add_argument("--init", choices=["paper", "he"], help="weight init (default: the model's own)")
+    t.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (the default); tf32: fp32 with TF32 matrix products on a GPU (on the CPU the same as fp32); "
+        "fp16: float16 compute with float32 master weights and dynamic loss scaling (skipped steps are counted "
+        "in metrics.jsonl; slow on the CPU, where NumPy computes float16 without tensor cores)",
+    )
     _add_data_options(t)
     t.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     t.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")

@@ -15,6 +15,8 @@ from typing import Any
 
 # The values of `mean` (alexnet.data.augment.MEAN_MODES: repeated here, as this module imports no NumPy).
 MEAN_MODES = ("image", "channel")
+# The values of `precision` (minigrad.amp.PRECISIONS, repeated for the same reason).
+PRECISIONS = ("fp32", "tf32", "fp16")
 
 
 @dataclass
@@ -56,6 +58,9 @@ class TrainConfig:
     # its per-channel means; both then divide by the channel stds. None: "image" for colour data, "channel" for
     # Fashion-MNIST (the only choice there).
     mean: str | None = None
+    # The arithmetic of the training steps: "fp32"; "tf32" (fp32 whose GPU matrix products round their inputs to
+    # TF32; the same as fp32 on the CPU); "fp16" (float16 compute, float32 master weights, dynamic loss scaling).
+    precision: str = "fp32"
     progress: bool = True
     # One {"epochs": new target, "from": old target, "date": ...} per `--resume --epochs` that extended the run.
     extensions: list[dict[str, Any]] = field(default_factory=list)
@@ -72,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} {problem}")
         if self.mean not in (None, *MEAN_MODES):
             raise ValueError(f"mean must be one of {', '.join(MEAN_MODES)}, got {self.mean!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:

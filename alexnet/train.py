@@ -47,6 +47,7 @@ from alexnet.config import BOUNDS, TrainConfig, resolve_defaults
 from alexnet.evaluate import EvalResult, evaluate, evaluate_batches, ten_crop_notes, top_k_error
 from alexnet.model import AlexNet, build_model, model_from_config
 from alexnet.parallel import Part, World, join, root_only, set_dropout_rows, sum_over_ranks, whole
+from alexnet.precision import PrecisionState, master_weights, precision_notes, skip_verdict
 from alexnet.run_data import PreparedData, StreamData, prepare_data
 from alexnet.runs import (
     DATA_STATS,
@@ -64,6 +65,7 @@ from alexnet.runs import (
     write_metrics,
 )
 from minigrad import Tensor, backend, distributed, no_grad
+from minigrad.amp import MixedPrecision
 from minigrad.optim import SGD, Adam, Optimizer, ReduceLROnPlateau
 
 # TrainConfig, load_model and prepare_data live in config, runs and run_data; lessons import them from here too.
@@ -92,12 +94,15 @@ class Run:
     optimizer: Optimizer
     scheduler: ReduceLROnPlateau
     data: PreparedData | StreamData
-    state: RunState
+    state: PrecisionState
     metrics: list[dict[str, Any]]
+    # The precision of the steps (`--precision`): the optimizer updates mp.parameters(), float32 master weights.
+    mp: MixedPrecision
     saved_at: tuple[int, int] | None = None  # the (epoch, batch) that checkpoint.npz holds; None: no file yet
     # The background loaders of streamed data, started when first needed and kept for the whole run.
     loaders: dict[Any, data.BackgroundLoader] = dataclasses.field(default_factory=dict)
     world: World = dataclasses.field(default_factory=World)  # the processes training together
+    skips_in_a_row: int = 0  # fp16 steps skipped in a row for inf/NaN gradients (loss scaling)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -120,19 +125,23 @@ class Run:
         return self.loaders[key]
 
     def close(self) -> None:
-        """End the loaders' worker processes."""
+        """End the loaders' worker processes; give the model back its float32 weights (and CuPy its fp32
+        products after tf32)."""
         for loader in self.loaders.values():
             loader.close()
         self.loaders.clear()
+        self.mp.restore()
 
     def save(self, path: Path) -> None:
         """Write the run's checkpoint (everything needed to continue exactly) to `path` (rank 0; the other
         ranks, whose state is the same, wait until it is written)."""
         if self.world.is_root:
             norm = (self.data.mean, self.data.std)
-            save_run_checkpoint(
-                path, self.model, self.optimizer, self.scheduler, self.state, self.cfg, self.data.class_names, norm
-            )
+            self.state.record(self.mp, self.skips_in_a_row)
+            with master_weights(self.mp):  # the checkpoint holds float32 weights whatever the precision
+                save_run_checkpoint(
+                    path, self.model, self.optimizer, self.scheduler, self.state, self.cfg, self.data.class_names, norm
+                )
         distributed.barrier(self.world)
         if path == self.checkpoint_path:
             self.saved_at = (self.state.epoch, self.state.batch)
@@ -182,8 +191,9 @@ def train(
 # ----------------------------------------------------------------------------- set-up and resume
 
 
-def make_optimizer(cfg: TrainConfig, model: AlexNet) -> Optimizer:
-    """The run's optimizer: SGD with the paper's momentum and weight decay, or Adam."""
+def make_optimizer(cfg: TrainConfig, model: AlexNet | MixedPrecision) -> Optimizer:
+    """The run's optimizer: SGD with the paper's momentum and weight decay, or Adam, on the parameters of
+    `model` (for a MixedPrecision: its float32 master weights)."""
     if cfg.optimizer == "sgd":
         return SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -201,15 +211,19 @@ def _assemble(
     run_dir: Path,
     model: AlexNet,
     prepared: PreparedData | StreamData,
-    state: RunState,
+    state: PrecisionState,
     metrics: list,
     world: World,
 ) -> Run:
     model.to(cfg.device)
     distributed.broadcast_parameters(model, world=world)  # identical already (same seed or checkpoint): made sure
-    optimizer = make_optimizer(cfg, model)
+    # From the float32 weights (new or from the checkpoint): in fp16 they become the master weights.
+    mp = MixedPrecision(model, cfg.precision)
+    optimizer = make_optimizer(cfg, mp)
     scheduler = ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.patience, min_lr=cfg.min_lr)
-    return Run(cfg, run_dir, model, optimizer, scheduler, prepared, state, metrics, world=world)
+    run = Run(cfg, run_dir, model, optimizer, scheduler, prepared, state, metrics, mp, world=world)
+    run.skips_in_a_row = state.restore(mp)
+    return run
 
 
 def start_run(cfg: TrainConfig, log: Log, world: World | None = None) -> Run:
@@ -230,13 +244,15 @@ def start_run(cfg: TrainConfig, log: Log, world: World | None = None) -> Run:
     cfg = dataclasses.replace(cfg, data=prepared.data_setting)
     cfg = resolve_defaults(cfg, mc.in_channels, len(prepared.train_labels))
     world = world or World()
-    run = _assemble(cfg, run_dir, model, prepared, RunState(), [], world)
+    run = _assemble(cfg, run_dir, model, prepared, PrecisionState(), [], world)
     if world.is_root:
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that fails to load its data leaves nothing
         write_config(run_dir, cfg)
         if isinstance(prepared, StreamData):  # eval, predict and a resume normalise with these, not the data's
             save_statistics(run_dir / DATA_STATS, prepared.statistics)
-    log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}; data: {prepared.source}")
+    log(f"{mc.name}: {model.num_parameters():,} parameters on {model.device}, {cfg.precision}; data: {prepared.source}")
+    for note in precision_notes(run.mp, model.device.kind):
+        log(f"note: {note}")
     log(
         f"train {len(prepared.train_labels):,} / validation {len(prepared.val_labels):,} / "
         f"test {len(prepared.test_labels):,} images; run folder {run_dir}"
@@ -345,7 +361,7 @@ def resume_run(
     run_dir = ckpt_path if ckpt_path.is_dir() else ckpt_path.parent
     arrays, meta = load_checkpoint(ckpt_path)
     cfg = _resumed_config(meta["train_config"], cfg, given, log)
-    state = RunState(**meta["state"])
+    state = PrecisionState(**meta["state"])
     _check_target(run_dir, state, cfg.epochs, log)
     world = world or World()
     if world.is_root:
@@ -531,31 +547,49 @@ def train_step(run: Run, x: np.ndarray, y: np.ndarray, part: Part | None = None,
 
     A NaN or infinite loss or gradient on any rank stops every rank (TrainingDiverged) before the update can
     spoil the weights; NumPy's own warnings about the same overflow are silenced, since the error says it better.
+    In fp16 they skip the step instead (dynamic loss scaling, `_update`), until skipping stops helping.
     """
     part = whole(len(y)) if part is None else part
     alone, where = run.world.size == 1, f"at epoch {run.state.epoch}, batch {run.state.batch + 1} of {run.n_batches}"
+    scaling = run.mp.precision == "fp16"  # a non-finite loss is then a skipped step
     xs, ys, rows = _local_inputs(x, y, part)
     if not alone:
         set_dropout_rows(run.model, rows)
     with _quiet_float_warnings():
-        logits = run.model(Tensor(backend.to_device(xs, run.cfg.device)))
+        logits = run.mp(Tensor(backend.to_device(xs, run.cfg.device)))
         loss = F.cross_entropy(logits, ys)
         if not alone:  # each rank's mean times its share: the ranks' sum is the global batch's mean
             loss = loss * part.weight
         local = float(loss.item())
-        if alone and not math.isfinite(local):
+        if alone and not scaling and not math.isfinite(local):
             raise _diverged(run, f"the loss became {local}", where)
-        run.optimizer.zero_grad()
-        loss.backward()
+        run.mp.zero_grad()
+        run.mp.backward(loss)
         distributed.all_reduce_gradients(run.model, average=False, world=run.world)
         errors = top_k_error(logits.numpy(), ys, 1) * part.count if part.count else 0.0
         total = sum_over_ranks([local, errors, part.count, float(stop)], run.world)
-        if not math.isfinite(total[0]):  # the same sum on every rank: all stop here
+        if not scaling and not math.isfinite(total[0]):  # the same sum on every rank: all stop here
             raise _diverged(run, f"the loss became {total[0]}", where)
+        _update(run, where)
+    return StepResult(float(total[0]), float(total[1]), round(float(total[2])), bool(total[3] > 0))
+
+
+def _update(run: Run, where: str) -> None:
+    """The optimizer step after the backward pass. fp32/tf32: a NaN or infinite gradient stops the run.
+    fp16: `mp.step` skips the step when one is (the gradients are the same on every rank after the all-reduce,
+    so every rank skips alike); the run stops only when `skip_verdict` says skipping no longer helps."""
+    if run.mp.precision != "fp16":
         if not _gradients_finite(run.model.parameters()):
             raise _diverged(run, "a gradient became NaN or infinite", where)
         run.optimizer.step()
-    return StepResult(float(total[0]), float(total[1]), round(float(total[2])), bool(total[3] > 0))
+        return
+    if run.mp.step(run.optimizer):
+        run.skips_in_a_row = 0
+        return
+    run.skips_in_a_row += 1
+    verdict = skip_verdict(run.mp, run.skips_in_a_row)
+    if verdict is not None:
+        raise _diverged(run, verdict, where)
 
 
 @dataclass
@@ -590,9 +624,10 @@ def train_epoch(run: Run, should_stop: AfterBatch, requested: Callable[[], bool]
         for b, x, y, part in epoch_batches(run, state.epoch, state.batch):
             step = train_step(run, x, y, part, requested())
             state.batch = b
-            stats["loss_sum"] += step.loss * step.count
-            stats["errors"] += step.errors
-            stats["seen"] += step.count
+            if math.isfinite(step.loss):  # not so only for an fp16 step that was skipped
+                stats["loss_sum"] += step.loss * step.count
+                stats["errors"] += step.errors
+                stats["seen"] += step.count
             images += step.count
             speed = images / (time.perf_counter() - t0)
             bar.update(1)
@@ -607,7 +642,8 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
     """Validate, step the schedule, record the metrics, save best.npz (if better) and checkpoint.npz."""
     state, stats = run.state, run.state.epoch_stats
     epoch = state.epoch
-    val = score(run, run.model, "val")
+    with master_weights(run.mp):  # validation in float32, as `alexnet eval` scores the saved weights
+        val = score(run, run.model, "val")
     if not math.isfinite(val.loss):
         raise _diverged(run, f"the validation loss became {val.loss}", f"at the end of epoch {epoch}")
     seen = max(stats["seen"], 1.0)
@@ -619,6 +655,7 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
         "lr": run.optimizer.lr,
         "images_per_second": timing.images / max(timing.seconds, 1e-9),
         "epoch_seconds": timing.seconds,
+        **_precision_record(run),
     }
     run.scheduler.step(val.top1_error)
     improved = state.best_val_top1_error is None or val.top1_error < state.best_val_top1_error
@@ -641,6 +678,17 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
         f"val top-1 error {100 * val.top1_error:.2f}%, top-5 {100 * val.top5_error:.2f}%, "
         f"{record['images_per_second']:.0f} img/s, lr {run.optimizer.lr:g}"
     )
+
+
+def _precision_record(run: Run) -> dict[str, Any]:
+    """The metrics of a precision other than fp32: the precision; for tf32 whether CuPy really uses it; for
+    fp16 the steps skipped so far in the run (inf/NaN gradients) and the loss scale now."""
+    mp = run.mp
+    if mp.precision == "fp32":
+        return {}
+    if mp.precision == "tf32":
+        return {"precision": "tf32", "tf32": bool(mp.tf32)}
+    return {"precision": "fp16", "skipped_steps": mp.skipped_steps, "loss_scale": mp.loss_scale}
 
 
 def score(run: Run, model: AlexNet, split: str, ten_crop: bool = False) -> EvalResult:
