@@ -597,6 +597,16 @@ class EpochTiming:
     stopped: bool  # a stop was asked for after the last batch trained
     seconds: float
     images: int
+    peak_memory: int | None = None  # bytes of device memory held at most during the epoch; None on the CPU
+
+
+def bar_postfix(loss: float, lr: float, images_per_second: float, peak_memory: int | None) -> dict[str, str]:
+    """What the progress bar shows after each step: loss, learning rate, images/s and, on a GPU, the most
+    device memory held so far this epoch (CuPy's pool, in GiB)."""
+    shown = {"loss": f"{loss:.3f}", "lr": f"{lr:.2g}", "img_s": f"{images_per_second:.0f}"}
+    if peak_memory is not None:
+        shown["mem"] = f"{peak_memory / 2**30:.2f}GiB"
+    return shown
 
 
 def _progress_bar(run: Run) -> tqdm:
@@ -618,7 +628,8 @@ def train_epoch(run: Run, should_stop: AfterBatch, requested: Callable[[], bool]
     ranks: summed over the ranks with the step's numbers, so that all stop after the same batch)."""
     run.model.train()
     state, stats = run.state, run.state.epoch_stats
-    t0, images = time.perf_counter(), 0
+    backend.reset_peak_gpu_memory(run.cfg.device)
+    t0, images, peak = time.perf_counter(), 0, None
     with _progress_bar(run) as bar:
         # A stopped epoch continues after the batches it already trained on.
         for b, x, y, part in epoch_batches(run, state.epoch, state.batch):
@@ -629,13 +640,12 @@ def train_epoch(run: Run, should_stop: AfterBatch, requested: Callable[[], bool]
                 stats["errors"] += step.errors
                 stats["seen"] += step.count
             images += step.count
-            speed = images / (time.perf_counter() - t0)
+            speed, peak = images / (time.perf_counter() - t0), backend.peak_gpu_memory(run.cfg.device)
             bar.update(1)
-            lr = run.optimizer.lr
-            bar.set_postfix(loss=f"{step.loss:.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}", refresh=False)
+            bar.set_postfix(bar_postfix(step.loss, run.optimizer.lr, speed, peak), refresh=False)
             if step.stop or should_stop(state.epoch, b):
-                return EpochTiming(True, time.perf_counter() - t0, images)
-    return EpochTiming(False, time.perf_counter() - t0, images)
+                return EpochTiming(True, time.perf_counter() - t0, images, peak)
+    return EpochTiming(False, time.perf_counter() - t0, images, peak)
 
 
 def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
@@ -657,6 +667,8 @@ def end_epoch(run: Run, timing: EpochTiming, log: Log) -> None:
         "epoch_seconds": timing.seconds,
         **_precision_record(run),
     }
+    if timing.peak_memory is not None:
+        record["peak_gpu_memory_bytes"] = timing.peak_memory
     run.scheduler.step(val.top1_error)
     improved = state.best_val_top1_error is None or val.top1_error < state.best_val_top1_error
     if improved:
