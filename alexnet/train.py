@@ -48,6 +48,7 @@ from alexnet.evaluate import EvalResult, evaluate, evaluate_batches, ten_crop_no
 from alexnet.model import AlexNet, build_model, model_from_config
 from alexnet.parallel import Part, World, join, root_only, set_dropout_rows, sum_over_ranks, whole
 from alexnet.precision import PrecisionState, master_weights, precision_notes, skip_verdict
+from alexnet.prefetch import prefetch_to_device
 from alexnet.run_data import PreparedData, StreamData, prepare_data
 from alexnet.runs import (
     DATA_STATS,
@@ -631,8 +632,10 @@ def train_epoch(run: Run, should_stop: AfterBatch, requested: Callable[[], bool]
     backend.reset_peak_gpu_memory(run.cfg.device)
     t0, images, peak = time.perf_counter(), 0, None
     with _progress_bar(run) as bar:
-        # A stopped epoch continues after the batches it already trained on.
-        for b, x, y, part in epoch_batches(run, state.epoch, state.batch):
+        # A stopped epoch continues after the batches it already trained on. On a GPU the next batch is copied
+        # to the device while this one trains.
+        batches = prefetch_to_device(epoch_batches(run, state.epoch, state.batch), run.cfg.device)
+        for b, x, y, part in batches:
             step = train_step(run, x, y, part, requested())
             state.batch = b
             if math.isfinite(step.loss):  # not so only for an fp16 step that was skipped

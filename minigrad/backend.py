@@ -418,3 +418,79 @@ def nccl() -> ModuleType:
             "nvidia-nccl-cu12 for CUDA 12), or see CuPy's installation guide"
         )
     return module
+
+
+# ----------------------------------------------------------------------------- host-to-device overlap
+
+_copy_streams: dict[int, Any] = {}  # device index -> the side stream that copies batches to it
+
+
+def _real_cupy() -> ModuleType | None:
+    """CuPy when a GPU is usable; None on the CPU and with the tests' stand-in (no streams, no pinned memory)."""
+    if _gpu_override is not None:
+        return None
+    return _gpu_module()
+
+
+def pinned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised NumPy array in page-locked ("pinned") host memory: the GPU's copy engine reads it
+    directly, so a copy from it (`to_device_async`) runs while the GPU computes. A plain `np.empty` when no
+    real GPU is usable."""
+    cupy = _real_cupy()
+    if cupy is None:
+        return np.empty(shape, dtype)
+    import cupyx
+
+    return cupyx.empty_pinned(shape, dtype)
+
+
+class CopyEvent:
+    """The end of a copy started by `to_device_async` (a CUDA event on its device), or of a copy that was done
+    at once (event None: both waits return at once)."""
+
+    def __init__(self, event: Any = None, index: int = 0) -> None:
+        self.event, self.index = event, index
+
+    def wait_on_device(self) -> None:
+        """Work queued on the device's current stream from now on starts after the copy (the host does not
+        wait): call it before using the copied array."""
+        if self.event is not None:
+            cupy = _real_cupy()
+            with _cuda_device(cupy, self.index):
+                cupy.cuda.get_current_stream().wait_event(self.event)
+
+    def wait_on_host(self) -> None:
+        """Block until the copy has read its host array (before that array is written again)."""
+        if self.event is not None:
+            self.event.synchronize()
+
+
+def _copy_stream(cupy: ModuleType, index: int) -> Any:
+    if index not in _copy_streams:
+        with _cuda_device(cupy, index):
+            _copy_streams[index] = cupy.cuda.Stream(non_blocking=True)
+    return _copy_streams[index]
+
+
+def to_device_async(host_array: np.ndarray, device: str | Device) -> tuple[Any, CopyEvent]:
+    """Start copying `host_array` to `device` on a side stream, so the copy overlaps the work already queued
+    on the current stream. Returns (the device array, the copy's `CopyEvent`): call `wait_on_device()` before
+    using the array and `wait_on_host()` before writing `host_array` again. Only a pinned `host_array`
+    (`pinned_empty`) is copied asynchronously; CUDA copies pageable memory synchronously.
+
+    On the CPU and with the tests' stand-in this is `to_device` (a copy that is complete on return).
+    """
+    device = Device(device)
+    cupy = _real_cupy()
+    if device.kind == "cpu" or cupy is None:
+        return to_device(host_array, device), CopyEvent()
+    with _cuda_device(cupy, device.index):
+        current = cupy.cuda.get_current_stream()
+        # Allocated on the current stream, so that when it is freed CuPy's pool hands its block to that stream
+        # only, which runs in order. The block may be one freed by work still queued there: the copy waits
+        # for that work first.
+        out = cupy.empty(host_array.shape, host_array.dtype)
+        side = _copy_stream(cupy, device.index)
+        side.wait_event(current.record())
+        out.set(host_array, stream=side)
+        return out, CopyEvent(side.record(), device.index)
