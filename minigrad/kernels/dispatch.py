@@ -1,8 +1,11 @@
-"""Which version of a kernel runs: a compiled Numba loop on the CPU, or the xp-generic twin.
+"""Which version of a kernel runs: a GPU kernel, a compiled Numba loop on the CPU, or the xp-generic twin.
 
 Every kernel in this package is written once with `xp` calls only (NumPy, CuPy: the plain version, read it
 first) and, for NumPy float32/float64 arrays, once more as a compiled Numba loop that gives the same result.
-`fastest(numba_version, generic_version, *args, arrays=...)` is the one place that picks between them.
+Some also have a GPU twin in `minigrad.kernels.gpu` (numba.cuda kernels for CuPy arrays, the same results).
+`fastest(numba_version, generic_version, *args, arrays=..., gpu=NAME)` is the one place that picks between
+them: the GPU twin named NAME for CuPy arrays when numba.cuda runs on this GPU, the Numba loop for NumPy
+float32/float64 arrays, the generic version for everything else.
 
 Everything that touches Numba lives in this file, so minigrad imports (and works, more slowly) without it.
 The kernel modules decorate their loops with `cpu_kernel(op)` or `cpu_helper` (called from a kernel) and
@@ -20,12 +23,19 @@ When is Numba not used?
   definition);
 - the array is not a NumPy float32/float64 array (CuPy arrays, float16, ...).
 
+When are the GPU kernels not used? When numba.cuda is missing or cannot run on this GPU
+(`minigrad.kernels.gpu.use_gpu_kernels_for` says so; `minigrad selfcheck` says why), inside
+`force_generic()`, and after one raised GpuKernelsUnavailable: minigrad then warns ONE time and uses the
+generic kernels (CuPy array code) for the rest of the process. The package is imported on the first call
+with arrays that are not NumPy's, because loading numba.cuda takes a while that CPU users need not wait.
+
 The kernels are compiled lazily, once per dtype, on their first call, and `cache=True` stores the machine
 code in `__pycache__`, so later processes load it instead. A compile (not a load from that cache) says so
 on stderr, once per process, so that a first run does not look hung: `MINIGRAD_QUIET=1` or
 `show_compile_notice(False)` silences it.
 
-Imports: NumPy, Numba when it imports, and `cpu_threads` from this package; nothing else from minigrad.
+Imports: NumPy, Numba when it imports, `cpu_threads` and (lazily) `gpu` from this package; nothing else from
+minigrad.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ T = TypeVar("T")
 
 _warned = False
 _forced_generic = 0  # how many `force_generic()` blocks are open
+_gpu_failure: str | None = None  # why the GPU kernels stopped being used in this process; None while they are
 
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SERIAL_BELOW = 1 << 15  # elements in the largest array: smaller kernels run in the calling thread
@@ -83,8 +94,8 @@ def numba_disabled_by_env() -> bool:
 
 @contextlib.contextmanager
 def force_generic() -> Iterator[None]:
-    """Inside this block every kernel takes its xp-generic version and conv2d its plain definition
-    (for tests and speed comparisons)."""
+    """Inside this block every kernel takes its xp-generic version (no Numba loop, no GPU kernel) and conv2d
+    its plain definition (for tests and speed comparisons)."""
     global _forced_generic
     _forced_generic += 1
     try:
@@ -128,20 +139,55 @@ def use_numba_for(array: Any, *others: Any) -> bool:
     return True
 
 
+def _gpu_version(name: str | None, arrays: tuple[Any, ...]) -> Callable[..., Any] | None:
+    """The GPU twin called `name` in `minigrad.kernels.gpu` when it should take `arrays`, else None."""
+    if name is None or _forced_generic or _gpu_failure is not None:
+        return None
+    present = [a for a in arrays if a is not None]
+    if not present or any(isinstance(a, np.ndarray) for a in present):
+        return None  # NumPy arrays: decided without loading numba.cuda
+    from . import gpu
+
+    return getattr(gpu, name) if gpu.use_gpu_kernels_for(*present) else None
+
+
+def _gpu_failed(exc: Exception) -> None:
+    """Stop using the GPU kernels in this process, saying why once."""
+    global _gpu_failure
+    _gpu_failure = str(exc)
+    warnings.warn(
+        f"minigrad's GPU kernels are unavailable: {_gpu_failure}. It uses its slower generic CuPy kernels "
+        "(col2im, pooling, LRN, the SGD update) for the rest of this process.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def fastest(
     numba_version: Callable[..., T] | None,
     generic_version: Callable[..., T],
     *args: Any,
     arrays: tuple[Any, ...],
+    gpu: str | None = None,
     **kwargs: Any,
 ) -> T:
     """The kernel's result from its fastest version that can take `arrays` (the first decides the dtype).
 
-    numba_version(*args, **kwargs) for NumPy float32/float64 arrays while Numba is usable (`use_numba_for`),
-    else generic_version(*args, **kwargs); also the generic one when the Numba version finds Numba broken
-    (it has warned once). Both give the same result. `numba_version=None`: this call cannot use Numba.
-    (A GPU kernel, when one exists, is a third branch here: for CuPy arrays, before the generic version.)
+    For CuPy arrays, the GPU twin named `gpu` in `minigrad.kernels.gpu` (same signature) while the GPU
+    kernels run here (`use_gpu_kernels_for`); for NumPy float32/float64 arrays numba_version(*args, **kwargs)
+    while Numba is usable (`use_numba_for`); else generic_version(*args, **kwargs). Also the generic one when
+    the GPU or Numba version finds its compiler broken (it has warned once). All give the same result.
+    `numba_version=None` / `gpu=None`: this call cannot use Numba / a GPU kernel. None in `arrays` (an
+    `out` not given) is skipped.
     """
+    gpu_version = _gpu_version(gpu, arrays)
+    if gpu_version is not None:
+        from .gpu import GpuKernelsUnavailable
+
+        try:
+            return gpu_version(*args, **kwargs)
+        except GpuKernelsUnavailable as exc:
+            _gpu_failed(exc)  # the generic version gives the same answer
     if numba_version is not None and use_numba_for(*arrays):
         try:
             return numba_version(*args, **kwargs)

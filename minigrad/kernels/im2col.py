@@ -463,11 +463,12 @@ def im2col(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, 
 
     cols[c, i, j, n, oh, ow] = xpad[n, c, oh*sh + i, ow*sw + j], where xpad is x with `padding` zeros on
     each side and OH = (H + 2*ph - kh) // sh + 1 (likewise OW). `stride` and `padding` are an int or a pair.
-    NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
+    NumPy float32/float64 input uses the Numba kernel when Numba is usable, CuPy input the GPU kernel when
+    numba.cuda runs on the GPU (`dispatch.fastest`); anything else the generic one.
     `out`, if given, is a C-contiguous array of the result's shape and dtype that receives it (and is
     returned): a convolution that works through the batch in chunks reuses one buffer for all of them.
     """
-    return fastest(im2col_numba, im2col_generic, x, kh, kw, stride, padding, out=out, arrays=(x, out))
+    return fastest(im2col_numba, im2col_generic, x, kh, kw, stride, padding, out=out, arrays=(x, out), gpu="im2col_gpu")
 
 
 def col2im(
@@ -485,4 +486,11 @@ def col2im(
     entries that came from the padding are dropped. So <im2col(x), c> == <x, col2im(c)> for all x, c.
     `out`, if given, is a C-contiguous array of shape x_shape and cols' dtype; it is overwritten and returned.
     """
-    return fastest(col2im_numba, col2im_generic, cols, x_shape, kh, kw, stride, padding, out=out, arrays=(cols, out))
+    return fastest(
+        col2im_numba,
+        col2im_generic,
+        *(cols, x_shape, kh, kw, stride, padding),
+        out=out,
+        arrays=(cols, out),
+        gpu="col2im_gpu",
+    )

@@ -360,9 +360,10 @@ def lrn_forward(x: Any, size: int, alpha: float, beta: float, k: float) -> tuple
 
     scale = k + alpha * (sum of x^2 over the window of `size` channels), y = x * scale^(-beta); keep `scale`
     for `lrn_backward`. `alpha` is used as given (divide it by `size` yourself for the Caffe convention).
-    NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
+    NumPy float32/float64 input uses the Numba kernel when Numba is usable, CuPy input the GPU kernel when
+    numba.cuda runs on the GPU (`dispatch.fastest`); anything else the generic one.
     """
-    return fastest(lrn_forward_numba, lrn_forward_generic, x, size, alpha, beta, k, arrays=(x,))
+    return fastest(lrn_forward_numba, lrn_forward_generic, x, size, alpha, beta, k, arrays=(x,), gpu="lrn_forward_gpu")
 
 
 def lrn_backward(grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: float) -> Any:
@@ -370,4 +371,10 @@ def lrn_backward(grad: Any, x: Any, scale: Any, size: int, alpha: float, beta: f
 
     No `k`: it is already inside `scale`.
     """
-    return fastest(lrn_backward_numba, lrn_backward_generic, grad, x, scale, size, alpha, beta, arrays=(grad, x, scale))
+    return fastest(
+        lrn_backward_numba,
+        lrn_backward_generic,
+        *(grad, x, scale, size, alpha, beta),
+        arrays=(grad, x, scale),
+        gpu="lrn_backward_gpu",
+    )

@@ -260,9 +260,16 @@ def max_pool2d_forward(
     (xpad: x padded with -inf) and argmax holds the winning offset as i*kw + j. The FIRST maximum in
     row-major window order wins ties, so the gradient later goes to exactly one element per window; the
     first NaN in a window beats every number (NaN propagates). `stride` defaults to the kernel size.
-    NumPy float32/float64 input uses the Numba kernel when Numba is usable; anything else the generic one.
+    NumPy float32/float64 input uses the Numba kernel when Numba is usable, CuPy input the GPU kernel when
+    numba.cuda runs on the GPU (`dispatch.fastest`); anything else the generic one.
     """
-    return fastest(max_pool2d_forward_numba, max_pool2d_forward_generic, x, kh, kw, stride, padding, arrays=(x,))
+    return fastest(
+        max_pool2d_forward_numba,
+        max_pool2d_forward_generic,
+        *(x, kh, kw, stride, padding),
+        arrays=(x,),
+        gpu="max_pool2d_forward_gpu",
+    )
 
 
 def max_pool2d_backward(
@@ -284,4 +291,5 @@ def max_pool2d_backward(
         max_pool2d_backward_generic,
         *(dout, argmax, x_shape, kh, kw, stride, padding),
         arrays=(dout, argmax),
+        gpu="max_pool2d_backward_gpu",
     )

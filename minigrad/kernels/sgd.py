@@ -65,9 +65,11 @@ def sgd_momentum_step(w: Any, grad: Any, velocity: Any, momentum: float, decay: 
     """In place: velocity <- momentum*velocity - decay*w - lr*grad, then w <- w + velocity.
 
     w, grad, velocity: arrays of one shape on one device. NumPy float32/float64 arrays of one dtype, all
-    C-contiguous, take the Numba loop when Numba is usable; anything else the generic version.
+    C-contiguous, take the Numba loop when Numba is usable, CuPy arrays so laid out the one-pass GPU kernel
+    when numba.cuda runs on the GPU; anything else the generic version.
     """
     arrays = (w, grad, velocity)
     fits_the_loop = all(a.dtype == w.dtype and a.shape == w.shape and a.flags.c_contiguous for a in arrays)
-    numba_version = sgd_momentum_step_numba if fits_the_loop else None
-    fastest(numba_version, sgd_momentum_step_generic, w, grad, velocity, momentum, decay, lr, arrays=arrays)
+    numba_version, gpu = (sgd_momentum_step_numba, "sgd_momentum_step_gpu") if fits_the_loop else (None, None)
+    args = (w, grad, velocity, momentum, decay, lr)
+    fastest(numba_version, sgd_momentum_step_generic, *args, arrays=arrays, gpu=gpu)
