@@ -9,13 +9,15 @@
 #   2. pytest -m gpu: every gpu-marked test on real CuPy (ops, kernels against their twins, amp)
 #   3. minigrad selfcheck --device gpu: gradchecks, layers vs the CPU, GPU kernels, alexnet-tiny training,
 #      the paper's net at batch 128 (images/s, peak memory), fp16 and TF32 against fp32 (JSON kept)
-#   4. benchmarks/train_step.py, the paper's net at batch 128, fp32 / tf32 / fp16, each beside PyTorch+cuDNN
+#   4. alexnet train --device gpu --precision fp16 on alexnet-tiny (2 short epochs; metrics.jsonl shown)
+#   5. benchmarks/train_step.py, the paper's net at batch 128, fp32 / tf32 / fp16, each beside PyTorch+cuDNN
 #      in the same mode, with the split by layer kind
-#   5. benchmarks/layers.py --device gpu: each layer against cuDNN (if time is left)
+#   6. benchmarks/layers.py --device gpu: each layer against cuDNN (if time is left)
 # Everything is written under $OUT (default: a new folder under $TMPDIR or /tmp): one log per step,
 # selfcheck.json, and summary.txt (the figures the issue asks for: images/s per precision beside PyTorch's,
 # the ratio against its target, and the time one ImageNet epoch of 1.28M images would take).
-# Exits 1 if the environment, the gpu tests or the selfcheck failed (the benchmarks only print).
+# Exits 1 if the environment, the gpu tests, the selfcheck or the fp16 training run failed (the benchmarks only
+# print).
 set -u -o pipefail
 out=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")}
 mkdir -p "$out"
@@ -75,6 +77,16 @@ if [ "$t" -gt 0 ]; then
         --plugin alexnet.selfcheck:checks 2>&1 | tee "$out/selfcheck.txt"
     check "minigrad selfcheck" "${PIPESTATUS[0]}"
 else skipped+=("minigrad selfcheck"); fi
+
+t=$(limit 40 25)
+step "alexnet train --device gpu --precision fp16: alexnet-tiny, 2 short epochs, through the GPU kernels, the batch prefetcher and the loss scaler (timeout ${t} s)"
+if [ "$t" -gt 0 ]; then
+    rm -rf "$out/train_fp16"
+    timeout "$t" $py -m alexnet train --device gpu --precision fp16 --data bundled --epochs 2 --batch-size 128 \
+        --max-train-images 2560 --no-plots --no-progress --out "$out/train_fp16" 2>&1 | tee "$out/train_fp16.txt"
+    check "alexnet train --precision fp16" "${PIPESTATUS[0]}"
+    cat "$out/train_fp16/metrics.jsonl" 2>/dev/null
+else skipped+=("alexnet train fp16"); fi
 
 for precision in fp32 tf32 fp16; do
     t=$(limit 55 35)
