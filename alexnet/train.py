@@ -13,6 +13,11 @@ Reproducibility is designed in:
 - checkpoints hold the model, optimizer and scheduler states and the epoch and batch reached.
 On the CPU a run that is stopped and resumed ends with exactly the weights of a run that never stopped.
 
+`--precision` (fp32, tf32, fp16) runs every step through `minigrad.amp.MixedPrecision` (`Run.mp`): the
+optimizer updates its float32 master weights, checkpoints and validation use them (`alexnet.precision`), and
+in fp16 a step whose gradients overflow is skipped and counted, as dynamic loss scaling does. On a GPU the
+next batch is copied to the device while the current one trains (`alexnet.prefetch`).
+
 Under `mpiexec -n N` every rank runs this same loop on its share of each global batch (`alexnet.parallel`):
 the gradients are summed over the ranks before each step, the per-step statistics and the stop decision too
 (a NaN or Ctrl-C on any rank stops every rank after the same batch), and rank 0 alone prints and writes files.
@@ -391,6 +396,8 @@ def resume_run(
             write_config(run_dir, cfg)
         log(f"the run now trains {cfg.epochs} epochs (was {cfg.extensions[-1]['from']}; recorded in config.json)")
     log(f"resuming {run_dir} at {_position(state.epoch, state.batch, run.n_batches)}")
+    for note in precision_notes(run.mp, model.device.kind):
+        log(f"note: {note}")
     return run
 
 

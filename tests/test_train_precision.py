@@ -5,7 +5,11 @@ On the CPU fp16 runs in NumPy float16, much slower than float32: the runs here a
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +187,27 @@ def test_the_flag_takes_the_three_precisions_and_refuses_others(capsys):
         parser.parse_args(["train", "--precision", "bf16"])
     with pytest.raises(ValueError, match="precision must be one of fp32, tf32, fp16"):
         TrainConfig(precision="fp8").check()
+
+
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+
+@pytest.mark.skipif(
+    not MPIEXEC.exists() or importlib.util.find_spec("mpi4py") is None,
+    reason=f"needs mpiexec next to the Python ({MPIEXEC}) and mpi4py: pip install -e '.[distributed]'",
+)
+def test_two_processes_in_fp16_take_the_steps_of_one(tmp_path):
+    # The ranks' float16 gradients are rounded before they are summed: the losses agree to float16 precision.
+    args = ["--precision", "fp16", "--data", "bundled", "--epochs", "1", "--batch-size", "32"]
+    args += ["--max-train-images", "96", "--val-size", "64", "--width", "0.5", "--no-plots", "--no-progress"]
+    env = {**os.environ, "MINIGRAD_QUIET": "1"}
+    for processes, name in ((1, "one"), (2, "two")):
+        command = [sys.executable, "-m", "alexnet", "train", *args, "--out", str(tmp_path / name)]
+        if processes > 1:
+            command = [str(MPIEXEC), "-n", str(processes), *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    one, two = metrics(tmp_path / "one")[0], metrics(tmp_path / "two")[0]
+    for key in ("train_loss", "val_loss"):
+        assert abs(one[key] - two[key]) <= 0.01, (key, one[key], two[key])
+    assert one["skipped_steps"] == two["skipped_steps"] and one["loss_scale"] == two["loss_scale"]
