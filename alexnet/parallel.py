@@ -74,18 +74,12 @@ def _cores() -> int:
 
 
 def _limit_threads(threads: int) -> None:
-    """BLAS (and so minigrad's CPU kernels, which follow its thread count) and Numba to `threads` threads:
-    several ranks on one machine would otherwise each start a thread per core and fight over them."""
+    """The BLAS, and so minigrad's CPU threads (which follow its thread count), to `threads` threads: several
+    ranks on one machine would otherwise each start a thread per core and fight over them."""
     try:
         import threadpoolctl
 
         threadpoolctl.threadpool_limits(limits=threads, user_api="blas")  # stays in force: not used as a context
-    except ImportError:
-        pass
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
 

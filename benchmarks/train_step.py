@@ -47,7 +47,6 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 if "--torch-child" in sys.argv:
     import torch  # noqa: F401
 
-# minigrad next: it sets OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy loads it.
 import minigrad  # noqa: E402
 
 # isort: split

@@ -16,9 +16,6 @@
 # 5. why the CPU path unfolds a few images at a time, and the tricks inside its kernels.
 
 # %%
-import minigrad as mg  # first: it sets how the BLAS and Numba threads wait before NumPy loads (lesson text below)
-
-# isort: split
 import time
 
 import matplotlib.pyplot as plt
@@ -26,6 +23,7 @@ import numba
 import numpy as np
 from lesson_checks import lesson04, report_runtime, start_clock
 
+import minigrad as mg
 import minigrad.functional as F
 from minigrad.kernels import im2col, im2col_generic, output_size, window_view
 from minigrad.kernels.conv_cpu import CPU_COLS_BYTES
@@ -278,10 +276,11 @@ assert t_whole > 0 and t_chunks > 0
 # conv1, whose output planes are large, each core takes whole images with a one-thread BLAS
 # (`split_over_cores`) instead of splitting every product across the cores.
 #
-# **Why `import minigrad` comes first.** On a machine with few cores, the BLAS's idle threads and Numba's spin
-# for a while before they sleep, taking the core the other library needs. `minigrad` sets how long they wait
-# (`minigrad/_environment.py`), and OpenBLAS reads that setting only when NumPy loads it: hence the first line
-# of this notebook.
+# **Why the import order does not matter.** On a machine with few cores, a BLAS's idle threads spin for a
+# while after each product before they sleep, taking the core the next kernel needs. minigrad's ops never wake
+# them: every product runs split over minigrad's own threads with a one-thread BLAS, and the Numba kernels are
+# serial loops whose ranges run on the same threads (`minigrad/kernels/cpu_threads.py`). So NumPy may be
+# imported before or after minigrad, and no environment variable needs setting.
 #
 # ## Where this lives in the library
 #
