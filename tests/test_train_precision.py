@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train import quiet, small_config, weights  # the same small runs as the fp32 training tests
 
 from alexnet import arguments
 from alexnet.checkpoint import load_checkpoint
@@ -33,28 +34,7 @@ LOSS_TOLERANCE_FP16 = 0.06
 
 def tiny_config(out: Path, **overrides) -> TrainConfig:
     """8 steps of 32 images over 2 epochs: seconds in fp32, tens of seconds in fp16 on the CPU."""
-    settings = dict(
-        model="alexnet-tiny",
-        data="bundled",
-        epochs=2,
-        batch_size=32,
-        max_train_images=128,
-        val_size=64,
-        width=0.5,
-        out=str(out),
-        progress=False,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-def quiet(*_: object) -> None:
-    pass
-
-
-def checkpoint_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    arrays, _ = load_checkpoint(run_dir / "checkpoint.npz")
-    return arrays
+    return small_config(out, **{"batch_size": 32, "max_train_images": 128, "val_size": 64, **overrides})
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -90,7 +70,7 @@ def test_an_fp16_run_records_its_precision_skipped_steps_and_loss_scale(runs):
 
 
 def test_an_fp16_checkpoint_holds_float32_master_weights_that_load_as_a_plain_model(runs):
-    arrays = checkpoint_arrays(runs["fp16"])
+    arrays = weights(runs["fp16"])
     assert all(a.dtype == np.float32 for a in arrays.values())
     model, meta = load_model(runs["fp16"])
     assert all(p.dtype == np.float32 for p in model.parameters())
@@ -105,7 +85,7 @@ def test_a_stopped_fp16_run_resumes_to_exactly_the_uninterrupted_weights(runs, t
     stopped = train(cfg, after_batch=lambda epoch, batch: (epoch, batch) == stop_at, log=quiet)
     assert stopped.stopped_early
     train(tiny_config(run), resume=run, log=quiet)  # the run keeps its own precision
-    resumed, straight = checkpoint_arrays(run), checkpoint_arrays(runs["fp16"])
+    resumed, straight = weights(run), weights(runs["fp16"])
     assert sorted(resumed) == sorted(straight)
     for key in straight:  # master weights and optimizer velocities: bit for bit
         np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
@@ -123,7 +103,7 @@ def test_tf32_on_the_cpu_is_fp32_with_a_note(runs, tmp_path):
     lines: list[str] = []
     train(tiny_config(tmp_path / "tf32", precision="tf32"), log=lines.append)
     assert any("tf32 runs as fp32 here: NumPy has no TF32" in line for line in lines)
-    tf32, fp32 = checkpoint_arrays(tmp_path / "tf32"), checkpoint_arrays(runs["fp32"])
+    tf32, fp32 = weights(tmp_path / "tf32"), weights(runs["fp32"])
     for key in fp32:
         np.testing.assert_array_equal(tf32[key], fp32[key], err_msg=key)
     assert all(record["tf32"] is False for record in metrics(tmp_path / "tf32"))
