@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from minigrad.tensor import Tensor
 # PMI_SIZE, Open MPI sets OMPI_COMM_WORLD_SIZE. Only these make `world()` import mpi4py, which starts MPI.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 INSTALL_HINT = "pip install -e '.[distributed]' (mpi4py and MPICH)"
+ABORT_GRACE_S = 0.3  # seconds a failing rank waits, after flushing its output, before it ends the job
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -93,6 +95,11 @@ class MpiCollective(Alone):
         self.comm.Barrier()
 
     def abort(self, code: int) -> NoReturn:
+        # The launcher forwards each rank's output through a pipe and tears the job down on MPI_Abort, dropping
+        # what it has not read yet: flush, and give it a moment, so the traceback and the reason reach the user.
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)  # ends every rank of the job; it does not return
         raise SystemExit(code)
 
