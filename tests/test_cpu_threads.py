@@ -5,7 +5,6 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -103,14 +102,27 @@ def test_a_split_inside_a_part_runs_inline_instead_of_waiting_for_the_busy_pool(
     assert not cpu_threads.in_split_section() and cpu_threads._active == 0
 
 
-def test_a_pool_that_refuses_work_means_one_call_in_this_thread(monkeypatch):
-    before, refusing = blas_thread_counts(), ThreadPoolExecutor(1)
-    refusing.shutdown()  # as every pool is while the interpreter exits
-    monkeypatch.setattr(cpu_threads, "_pool", refusing)
-    monkeypatch.setattr(cpu_threads, "_pool_size", 8)
+def test_no_helper_thread_able_to_start_means_one_call_in_this_thread(monkeypatch):
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")  # as while the interpreter exits
+
+    before = blas_thread_counts()
+    monkeypatch.setattr(cpu_threads, "_inboxes", [])
+    monkeypatch.setattr(threading.Thread, "start", refuse)
     calls = []
     assert split_over_cores(4, lambda lo, hi: calls.append((lo, hi)) or len(calls), workers=2) == [1]
     assert calls == [(0, 4)] and blas_thread_counts() == before and cpu_threads._active == 0
+
+
+def test_a_helper_keeps_serving_after_a_part_raised_an_exception_that_is_not_an_error():
+    def body(lo: int, hi: int) -> int:
+        if lo > 0:
+            raise KeyboardInterrupt  # not an Exception: it must still reach the caller, the helper survives
+        return lo
+
+    with pytest.raises(KeyboardInterrupt):
+        split_over_cores(4, body, workers=2)
+    assert split_over_cores(4, lambda lo, hi: hi - lo, workers=2) == [2, 2]
 
 
 @needs_blas_control

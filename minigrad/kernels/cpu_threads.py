@@ -11,7 +11,7 @@ Numba's `parallel=True` would use) keep spinning on their cores for a while afte
 before they sleep. On a machine with few cores they take the core that the next product or loop needs.
 OpenBLAS only reads its timeout when NumPy loads it, so no setting made by a library that is imported after
 NumPy can shorten the spin. Products that never wake those workers avoid it: minigrad's run on a one-thread
-BLAS, and its compiled loops are serial (`nogil=True`), run on the threads of this module's pool, which
+BLAS, and its compiled loops are serial (`nogil=True`), run on this module's helper threads, which
 wait for work on a queue (asleep, not spinning).
 
 `split_over_cores(count, body)` runs body(lo, hi) on contiguous parts of range(count), one part per core.
@@ -23,13 +23,12 @@ products are not split, and the compiled loops use the usable cores (`cpu_cores(
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import itertools
 import os
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 try:
@@ -43,8 +42,7 @@ _lock = threading.Lock()
 _this_thread = threading.local()  # .in_part: this thread runs a part of a split now
 _controller: Any = None  # threadpoolctl's handle on the BLAS libraries, found on first use
 _controller_found = False
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_inboxes: list[queue.SimpleQueue] = []  # one a helper thread: the parts it is to run
 _active = 0  # sections running now, from any thread: the first sets the BLAS to one thread, the last restores it
 _blas_threads_outside: list[int] | None = None  # each BLAS library's thread count while a section is open
 
@@ -107,69 +105,81 @@ def split_over_cores(count: int, body: Callable[[int, int], T], workers: int | N
     `errstate`, other context variables). body must only write what its part owns; its results
     come back in part order, and nothing returns or raises before every part has ended. It is one call
     body(0, count) in this thread, with the BLAS as it was, with fewer than 2 workers, fewer iterations than
-    workers, inside a part of another split (the pool's threads are busy with that one), or when the pool
-    takes no more work (the interpreter is exiting).
+    workers, inside a part of another split (the helper threads are busy with that one), or when no helper
+    thread can start (the interpreter is exiting).
     """
     workers = cpu_gemm_threads() if workers is None else workers
     if workers < 2 or count < workers or in_split_section():
         return [body(0, count)]
     parts = _parts(count, workers)
-    futures = _start_with_one_thread_blas(body, parts[1:], _blas_controller())
-    if futures is None:
+    helpers = _helpers(len(parts) - 1)
+    if helpers is None:
         return [body(0, count)]
+    _enter_one_thread_blas(_blas_controller())
     try:
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        for index, (helper, (lo, hi)) in enumerate(zip(helpers, parts[1:]), start=1):
+            # in a copy of the caller's context: NumPy's errstate (a context variable) holds in the part too
+            helper.put((contextvars.copy_context(), body, lo, hi, index, finished))
+        outcomes: list[tuple[int, bool, Any]] = []
         try:
-            first = _run_part(body, *parts[0])  # this thread takes the first part rather than wait idle
-        finally:  # even when it failed: the others still write their outputs and use the one-thread BLAS
-            concurrent.futures.wait(futures)
-        return [first, *(future.result() for future in futures)]
+            _this_thread.in_part = True  # this thread takes the first part rather than wait idle
+            outcomes.append((0, True, body(*parts[0])))
+        except BaseException as error:  # the others still write their outputs: wait for them all the same
+            outcomes.append((0, False, error))
+        finally:
+            _this_thread.in_part = False
+            outcomes.extend(finished.get() for _ in parts[1:])
+        return _results_in_part_order(outcomes)
     finally:
         _leave_one_thread_blas()
 
 
-def _run_part(body: Callable[[int, int], T], lo: int, hi: int) -> T:
-    _this_thread.in_part = True
-    try:
-        return body(lo, hi)
-    finally:
-        _this_thread.in_part = False
+def _results_in_part_order(outcomes: list[tuple[int, bool, Any]]) -> list:
+    """The parts' results by part index; the first part's error (in part order) is raised, if any failed."""
+    outcomes.sort(key=lambda outcome: outcome[0])
+    for _, succeeded, value in outcomes:
+        if not succeeded:
+            raise value
+    return [value for _, _, value in outcomes]
 
 
-def _start_with_one_thread_blas(
-    body: Callable[[int, int], T], parts: list[tuple[int, int]], controller: Any
-) -> list[concurrent.futures.Future] | None:
-    """Switch the BLAS to one thread (unless a section already did) and start body on `parts` in the pool.
+def _help_forever(inbox: queue.SimpleQueue) -> None:
+    """A helper thread: run each part put in its inbox, and report (index, succeeded, result or error)."""
+    _this_thread.in_part = True  # a split inside a part runs inline: the other helpers may be busy
+    while True:
+        context, body, lo, hi, index, finished = inbox.get()  # asleep until there is work
+        try:
+            finished.put((index, True, context.run(body, lo, hi)))
+        except BaseException as error:
+            finished.put((index, False, error))
+        del context, body, finished  # the section's objects are not kept alive by an idle helper
 
-    None (and nothing changed) when the pool refuses work.
-    """
-    global _active, _blas_threads_outside, _pool, _pool_size
+
+def _helpers(count: int) -> list[queue.SimpleQueue] | None:
+    """The inboxes of `count` helper threads, started on first need; None if a thread cannot start."""
     with _lock:
-        if _pool_size < len(parts):
-            if _pool is not None:
-                _pool.shutdown(wait=False)  # its threads end after the parts they run, if any
-            _pool, _pool_size = ThreadPoolExecutor(len(parts), thread_name_prefix="minigrad-cpu"), len(parts)
-        pool = _pool
+        try:
+            while len(_inboxes) < count:
+                inbox: queue.SimpleQueue = queue.SimpleQueue()
+                name = f"minigrad-cpu-{len(_inboxes)}"
+                threading.Thread(target=_help_forever, args=(inbox,), name=name, daemon=True).start()
+                _inboxes.append(inbox)
+        except RuntimeError:  # "can't create new thread": the interpreter is exiting
+            return None
+        return _inboxes[:count]
+
+
+def _enter_one_thread_blas(controller: Any) -> None:
+    """Switch the BLAS to one thread, unless a section open in another thread already did."""
+    global _active, _blas_threads_outside
+    with _lock:
         if _active == 0 and controller is not None:
             # threadpoolctl's own limiter costs more than the small parts it would guard: set the counts directly
             _blas_threads_outside = [lib.num_threads for lib in controller.lib_controllers]
             for lib in controller.lib_controllers:
                 lib.set_num_threads(1)
         _active += 1
-    futures: list[concurrent.futures.Future] = []
-    try:
-        for lo, hi in parts:
-            # in a copy of the caller's context: NumPy's errstate (a context variable) holds in the part too
-            futures.append(pool.submit(contextvars.copy_context().run, _run_part, body, lo, hi))
-    except BaseException as error:
-        # RuntimeError: the interpreter is exiting, or another thread just replaced the pool by a larger one
-        for future in futures:
-            future.cancel()
-        concurrent.futures.wait(futures)
-        _leave_one_thread_blas()
-        if isinstance(error, RuntimeError):
-            return None
-        raise
-    return futures
 
 
 def _restore_blas_threads() -> None:
@@ -189,14 +199,14 @@ def _leave_one_thread_blas() -> None:
 
 
 def _forget_threads_after_fork() -> None:
-    # A forked child has none of the parent's threads: it starts a pool of its own when it needs one, and
+    # A forked child has none of the parent's threads: it starts helpers of its own when it needs them, and
     # gets back the BLAS threads of a section the parent had open.
-    global _pool, _pool_size, _active, _lock
+    global _inboxes, _active, _lock
     try:
         _restore_blas_threads()
     except Exception:  # a child must start even if threadpoolctl fails here; it only costs speed
         pass
-    _pool, _pool_size, _active, _lock = None, 0, 0, threading.Lock()
+    _inboxes, _active, _lock = [], 0, threading.Lock()
     _this_thread.in_part = False
 
 
