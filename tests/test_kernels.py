@@ -458,6 +458,20 @@ def test_max_pool_with_many_minus_infinities_equals_the_naive_loop(pool, case):
     np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-12, atol=1e-15)  # float64; overlaps add in any order
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_max_pool_with_nans_and_infinities_scattered_equals_the_naive_loop(pool, case):
+    """Windows inside the image and windows at the padding, some holding NaN, -inf or both."""
+    forward, _, xp = pool
+    shape, kh, kw, stride, padding = CASES[case]
+    draw = np.random.default_rng(10).random(shape)
+    x = np.random.default_rng(11).standard_normal(shape)
+    x[draw < 0.15], x[draw > 0.8] = np.nan, -np.inf
+    out, argmax = forward(xp.asarray(x), kh, kw, stride, padding)
+    ref_out, ref_argmax = naive_max_pool_forward(x, kh, kw, stride, padding)
+    np.testing.assert_array_equal(to_numpy(out), ref_out)
+    np.testing.assert_array_equal(to_numpy(argmax), ref_argmax)
+
+
 def test_max_pool_nan_propagates_and_the_first_nan_wins(pool):
     forward, _, xp = pool
     x = np.array([[[[1.0, np.nan], [5.0, np.nan]]]], dtype=np.float64)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from .dispatch import check_dtype, cpu_kernel, fastest, run
+from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, run
 from .im2col import _slices, padded, window_view
 from .shapes import IntPair, window_geometry
 
@@ -197,37 +197,59 @@ def max_pool2d_backward_numba(
 
 @cpu_kernel("max_pool2d")
 def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw, start, stop):  # pragma: no cover (compiled)
-    """x (NC, H, W) -> out, argmax (NC, OH, OW) for planes start .. stop-1. Tie and NaN rules as the generic's."""
+    """x (NC, H, W) -> out, argmax (NC, OH, OW) for planes start .. stop-1. Tie and NaN rules as the generic's.
+
+    A window inside the image (every window when there is no padding) takes a loop without bounds checks or
+    NaN rule in it; a window that overlaps the padding or holds a NaN takes `window_max_with_every_rule`.
+    """
     x, out, argmax = x[start:stop], out[start:stop], argmax[start:stop]  # this part's planes
     n_planes, height, width = x.shape
     _, n_oh, n_ow = out.shape
     for p in range(n_planes):
         for oh in range(n_oh):
+            top = oh * sh - ph
             for ow in range(n_ow):
-                # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
-                best = -np.inf
-                best_k = 0
-                for i in range(kh):
-                    h = oh * sh + i - ph
-                    if h < 0 or h >= height:
-                        continue
-                    for j in range(kw):
-                        w = ow * sw + j - pw
-                        if w < 0 or w >= width:
-                            continue
-                        v = x[p, h, w]
-                        # Strict '>' keeps the first maximum; the first NaN beats every number.
-                        if v > best or (v != v and best == best):
-                            best = v
-                            best_k = i * kw + j
-                if best == -np.inf:
-                    # Real values of -inf only: the first of them, not offset 0 (which may be padding, and
-                    # would drop the gradient). A window of padding only keeps offset 0: no gradient.
-                    i0, j0 = max(0, ph - oh * sh), max(0, pw - ow * sw)
-                    if i0 < kh and j0 < kw and oh * sh + i0 - ph < height and ow * sw + j0 - pw < width:
-                        best_k = i0 * kw + j0
+                left = ow * sw - pw
+                inside = top >= 0 and left >= 0 and top + kh <= height and left + kw <= width
+                best, best_k, saw_nan = -np.inf, 0, False
+                if inside:
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[p, top + i, left + j]
+                            saw_nan |= v != v
+                            if v > best:  # strict: the first maximum keeps its place
+                                best, best_k = v, i * kw + j
+                if saw_nan or not inside:
+                    best, best_k = window_max_with_every_rule(x[p], top, left, kh, kw)
                 out[p, oh, ow] = best
                 argmax[p, oh, ow] = best_k
+
+
+@cpu_helper
+def window_max_with_every_rule(plane, top, left, kh, kw):  # pragma: no cover (compiled)
+    """(max, offset i*kw + j) of the window at (top, left) of plane (H, W), which may reach into the padding."""
+    height, width = plane.shape
+    best, best_k = -np.inf, 0
+    for i in range(kh):
+        h = top + i
+        if h < 0 or h >= height:
+            continue
+        for j in range(kw):
+            w = left + j
+            if w < 0 or w >= width:
+                continue
+            v = plane[h, w]
+            # Padding is -inf, so skipping it is the same as comparing against it (strict '>').
+            # The first NaN beats every number.
+            if v > best or (v != v and best == best):
+                best, best_k = v, i * kw + j
+    if best == -np.inf:
+        # Real values of -inf only: the first of them, not offset 0 (which may be padding, and would drop
+        # the gradient). A window of padding only keeps offset 0: no gradient.
+        i0, j0 = max(0, -top), max(0, -left)
+        if i0 < kh and j0 < kw and top + i0 < height and left + j0 < width:
+            best_k = i0 * kw + j0
+    return best, best_k
 
 
 @cpu_kernel("max_pool2d")
