@@ -59,21 +59,37 @@ def device_function(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @device_function
-def unravel3(t, d1, d2):  # pragma: no cover (compiled)
-    """Flat index t of a C-ordered (d0, d1, d2) array -> (i0, i1, i2): which element thread t works on."""
-    i2 = t % d2
-    t //= d2
-    return t // d1, t % d1, i2
+def element_of_thread3(shape):  # pragma: no cover (compiled)
+    """(i0, i1, i2): the element of a C-ordered (d0, d1, d2) array that this thread works on (thread t takes
+    flat element t); i0 >= d0 for the threads past the last element, which have nothing to do."""
+    t = cuda.grid(1)
+    i2 = t % shape[2]
+    t //= shape[2]
+    return t // shape[1], t % shape[1], i2
 
 
 @device_function
-def unravel4(t, d1, d2, d3):  # pragma: no cover (compiled)
-    """Flat index t of a C-ordered (d0, d1, d2, d3) array -> (i0, i1, i2, i3)."""
-    i3 = t % d3
-    t //= d3
-    i2 = t % d2
-    t //= d2
-    return t // d1, t % d1, i2, i3
+def element_of_thread4(shape):  # pragma: no cover (compiled)
+    """(i0, i1, i2, i3): as element_of_thread3, for a (d0, d1, d2, d3) array."""
+    t = cuda.grid(1)
+    i3 = t % shape[3]
+    t //= shape[3]
+    i2 = t % shape[2]
+    t //= shape[2]
+    return t // shape[1], t % shape[1], i2, i3
+
+
+@device_function
+def window_reading(position, offset, pad, stride, n_windows):  # pragma: no cover (compiled)
+    """The window whose kernel offset `offset` reads input `position`, or -1 if none does.
+
+    Window o reads position o * stride + offset - pad; so o = (position + pad - offset) / stride when that
+    divides exactly and lands in [0, n_windows). The gathers (col2im, the max-pool gradient) use it.
+    """
+    shifted = position + pad - offset
+    if shifted >= 0 and shifted % stride == 0 and shifted // stride < n_windows:
+        return shifted // stride
+    return -1
 
 
 # ----------------------------------------------------------------------------- can the kernels run here?

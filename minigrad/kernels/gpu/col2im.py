@@ -15,28 +15,25 @@ from typing import Any
 
 from minigrad.backend import get_array_module
 
-from ._common import check_floating, check_shape, contiguous, cuda, kernel, launch, unravel4
+from ._common import check_floating, check_shape, contiguous, element_of_thread4, kernel, launch, window_reading
 from ._common import window_geometry as _geometry
 
 
 @kernel
 def col2im_kernel(cols, dx, zero, sh, sw, ph, pw):  # pragma: no cover (compiled)
     """cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W); one thread per pixel of dx."""
-    n_img, n_ch, height, width = dx.shape
-    kh, kw, n_oh, n_ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
-    t = cuda.grid(1)
-    if t >= n_img * n_ch * height * width:
+    n, c, h, w = element_of_thread4(dx.shape)
+    if n >= dx.shape[0]:
         return
-    n, c, h, w = unravel4(t, n_ch, height, width)
+    kh, kw, n_oh, n_ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
     total = zero  # `zero` has cols' dtype: the sum rounds as the generic version's additions do
     for i in range(kh):
-        rows = h + ph - i
-        if rows >= 0 and rows % sh == 0 and rows // sh < n_oh:
-            oh = rows // sh
+        oh = window_reading(h, i, ph, sh, n_oh)
+        if oh >= 0:
             for j in range(kw):
-                columns = w + pw - j
-                if columns >= 0 and columns % sw == 0 and columns // sw < n_ow:
-                    total += cols[c, i, j, n, oh, columns // sw]
+                ow = window_reading(w, j, pw, sw, n_ow)
+                if ow >= 0:
+                    total += cols[c, i, j, n, oh, ow]
     dx[n, c, h, w] = total
 
 

@@ -17,18 +17,16 @@ from typing import Any
 
 from minigrad.backend import get_array_module
 
-from ._common import check_floating, contiguous, cuda, kernel, launch, unravel4, window_geometry
+from ._common import check_floating, contiguous, element_of_thread4, kernel, launch, window_geometry
 
 
 @kernel
 def im2col_kernel(x, cols, kh, kw, sh, sw, ph, pw, n_ow, bias_row):  # pragma: no cover (compiled)
     """x (N, C, H, W) -> cols (G, R, N, OH*OW), R = C/G*KH*KW (+ 1 row of ones when bias_row is 1)."""
-    n_groups, n_rows, n_img, n_pos = cols.shape
-    height, width = x.shape[2], x.shape[3]
-    t = cuda.grid(1)
-    if t >= n_groups * n_rows * n_img * n_pos:
+    g, r, n, q = element_of_thread4(cols.shape)
+    if g >= cols.shape[0]:
         return
-    g, r, n, q = unravel4(t, n_rows, n_img, n_pos)
+    n_rows, height, width = cols.shape[1], x.shape[2], x.shape[3]
     kg = n_rows - bias_row  # rows that come from the input
     if r == kg:
         cols[g, r, n, q] = 1  # the bias row

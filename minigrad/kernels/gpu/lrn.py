@@ -27,11 +27,10 @@ from ._common import (
     check_floating,
     check_shape,
     contiguous,
-    cuda,
     device_function,
+    element_of_thread3,
     kernel,
     launch,
-    unravel3,
 )
 
 # How s ** beta is computed (the same cases as the CPU kernels): square roots where they are exact enough
@@ -59,11 +58,10 @@ def _power(s, beta, mode):  # pragma: no cover (compiled)
 @kernel
 def lrn_forward_kernel(x, y, scale, before, after, alpha, k, beta, mode, zero):  # pragma: no cover (compiled)
     """x (N, C, P) -> y, scale (N, C, P); one thread per element. `zero` has the sums' dtype."""
-    n_img, n_ch, n_pos = x.shape
-    t = cuda.grid(1)
-    if t >= n_img * n_ch * n_pos:
+    n, i, p = element_of_thread3(x.shape)
+    if n >= x.shape[0]:
         return
-    n, i, p = unravel3(t, n_ch, n_pos)
+    n_ch = x.shape[1]
     total = zero
     for j in range(max(0, i - before), min(n_ch, i + after + 1)):
         v = zero + x[n, j, p]  # widened before squaring: a float16 square overflows above 256
@@ -76,11 +74,10 @@ def lrn_forward_kernel(x, y, scale, before, after, alpha, k, beta, mode, zero): 
 @kernel
 def lrn_backward_kernel(grad, x, scale, dx, before, after, coef, beta, mode, zero):  # pragma: no cover (compiled)
     """dx_i = g_i / s_i^beta - coef * x_i * sum_{j = i - after}^{i + before} g_j x_j / s_j^(beta + 1)."""
-    n_img, n_ch, n_pos = x.shape
-    t = cuda.grid(1)
-    if t >= n_img * n_ch * n_pos:
+    n, i, p = element_of_thread3(x.shape)
+    if n >= x.shape[0]:
         return
-    n, i, p = unravel3(t, n_ch, n_pos)
+    n_ch = x.shape[1]
     total = zero
     for j in range(max(0, i - after), min(n_ch, i + before + 1)):
         s = zero + scale[n, j, p]

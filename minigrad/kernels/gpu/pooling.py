@@ -23,23 +23,21 @@ from ._common import (
     check_floating,
     check_shape,
     contiguous,
-    cuda,
+    element_of_thread4,
     kernel,
     launch,
-    unravel4,
     window_geometry,
+    window_reading,
 )
 
 
 @kernel
 def max_pool_forward_kernel(x, out, argmax, kh, kw, sh, sw, ph, pw):  # pragma: no cover (compiled)
     """One thread per output (n, c, oh, ow): the window's maximum and the offset i*kw + j that holds it."""
-    n_img, n_ch, n_oh, n_ow = out.shape
-    height, width = x.shape[2], x.shape[3]
-    t = cuda.grid(1)
-    if t >= n_img * n_ch * n_oh * n_ow:
+    n, c, oh, ow = element_of_thread4(out.shape)
+    if n >= out.shape[0]:
         return
-    n, c, oh, ow = unravel4(t, n_ch, n_oh, n_ow)
+    height, width = x.shape[2], x.shape[3]
     found = False  # the first real value starts the race, so an all -inf window names its first real position
     best = x[n, c, 0, 0]
     best_k = 0
@@ -69,23 +67,18 @@ def max_pool_backward_kernel(dout, argmax, dx, zero, kh, kw, sh, sw, ph, pw):  #
     Offset (i, j) of window (oh, ow) reads pixel (oh*sh + i - ph, ow*sw + j - pw); so for this pixel and
     offset, oh = (h + ph - i) / sh when that divides exactly and lands inside [0, OH).
     """
-    n_img, n_ch, height, width = dx.shape
-    n_oh, n_ow = dout.shape[2], dout.shape[3]
-    t = cuda.grid(1)
-    if t >= n_img * n_ch * height * width:
+    n, c, h, w = element_of_thread4(dx.shape)
+    if n >= dx.shape[0]:
         return
-    n, c, h, w = unravel4(t, n_ch, height, width)
+    n_oh, n_ow = dout.shape[2], dout.shape[3]
     total = zero  # `zero` has dout's dtype: the sum rounds as the generic version's additions do
     for i in range(kh):
-        rows = h + ph - i
-        if rows >= 0 and rows % sh == 0 and rows // sh < n_oh:
-            oh = rows // sh
+        oh = window_reading(h, i, ph, sh, n_oh)
+        if oh >= 0:
             for j in range(kw):
-                cols = w + pw - j
-                if cols >= 0 and cols % sw == 0 and cols // sw < n_ow:
-                    ow = cols // sw
-                    if argmax[n, c, oh, ow] == i * kw + j:
-                        total += dout[n, c, oh, ow]
+                ow = window_reading(w, j, pw, sw, n_ow)
+                if ow >= 0 and argmax[n, c, oh, ow] == i * kw + j:
+                    total += dout[n, c, oh, ow]
     dx[n, c, h, w] = total
 
 
