@@ -160,12 +160,10 @@ TINY = dataclasses.replace(
     in_channels=1,
     image_size=28,
     num_classes=10,
+    # conv2..conv5 are the paper's with fewer channels
     convs=(
         ConvSpec(16, 5, padding=2, lrn=True, pool=True),
-        ConvSpec(48, 5, padding=2, grouped=True, lrn=True, pool=True, bias_one=True),
-        ConvSpec(64, 3, padding=1),
-        ConvSpec(64, 3, padding=1, grouped=True, bias_one=True),
-        ConvSpec(48, 3, padding=1, grouped=True, pool=True, bias_one=True),
+        *(dataclasses.replace(c, channels=k) for c, k in zip(PAPER.convs[1:], (48, 64, 64, 48), strict=True)),
     ),
     fc_width=256,
     # The paper's 0.5 "roughly doubles the iterations needed to converge", too slow for a few-epoch demo;

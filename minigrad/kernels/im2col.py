@@ -38,7 +38,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, run, use_numba_for
-from .shapes import IntPair, window_geometry
+from .shapes import IntPair, Shape4, window_geometry
 
 # col2im_shift_kernel runs one task per channel: below this many channels the per-plane kernel is used.
 SHIFT_COL2IM_MIN_CHANNELS = 16
@@ -89,13 +89,7 @@ def im2col_generic(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPa
 
 
 def col2im_generic(
-    cols: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    out: Any = None,
+    cols: Any, x_shape: Shape4, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, out: Any = None
 ) -> Any:
     """col2im with xp slicing only: cols (C, KH, KW, N, OH, OW) -> dx (N, C, H, W), overlaps added.
 
@@ -164,7 +158,7 @@ def im2col_numba(
 
 def col2im_numba(
     cols: np.ndarray,
-    x_shape: tuple[int, int, int, int],
+    x_shape: Shape4,
     kh: int,
     kw: int,
     stride: IntPair = 1,
@@ -472,13 +466,7 @@ def im2col(x: Any, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, 
 
 
 def col2im(
-    cols: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    out: Any = None,
+    cols: Any, x_shape: Shape4, kh: int, kw: int, stride: IntPair = 1, padding: IntPair = 0, out: Any = None
 ) -> Any:
     """The adjoint of `im2col`: cols (C, KH, KW, N, OH, OW) -> dx of shape x_shape = (N, C, H, W), cols' dtype.
 

@@ -277,6 +277,14 @@ def _window_add(hi, lo, row, sign, square):  # pragma: no cover (compiled)
         hi[q] = t
 
 
+@cpu_helper
+def _task_block(task, block, n_pos):  # pragma: no cover (compiled)
+    """(image n, first position p0, end p1) of a task: task = image * blocks + block of `block` positions."""
+    n_blocks = (n_pos + block - 1) // block
+    p0 = (task % n_blocks) * block
+    return task // n_blocks, p0, min(p0 + block, n_pos)
+
+
 @cpu_kernel("local_response_norm")
 def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode, start, stop):  # pragma: no cover
     """x (N, C, P) -> y and scale (N, C, P): scale = k + alpha * window sum of x^2, y = x / scale^beta.
@@ -284,15 +292,11 @@ def lrn_forward_kernel(x, y, scale, before, after, block, alpha, k, beta, mode, 
     The window of channel i is [i - before, i + after] clipped to the channels. `beta` has x's dtype.
     Tasks start .. stop-1 (task = image * blocks + block of positions).
     """
-    _, n_ch, n_pos = x.shape
-    n_blocks = (n_pos + block - 1) // block
+    n_ch = x.shape[1]
     for task in range(start, stop):
-        n = task // n_blocks
-        p0 = (task % n_blocks) * block
-        p1 = min(p0 + block, n_pos)
+        n, p0, p1 = _task_block(task, block, x.shape[2])
         m = p1 - p0
-        hi = np.zeros(m, np.float64)
-        lo = np.zeros(m, np.float64)
+        hi, lo = np.zeros(m, np.float64), np.zeros(m, np.float64)
         den = np.empty(m, x.dtype)
         for j in range(n_ch + after):  # j: the channel entering the window of i = j - after
             if j < n_ch:
@@ -321,16 +325,12 @@ def lrn_backward_kernel(grad, x, scale, dx, before, after, block, coef, beta, mo
     of size + 1 rows: t_j is subtracted again when j leaves, s_j^beta is used when channel j is output.
     Tasks start .. stop-1, as in the forward kernel.
     """
-    _, n_ch, n_pos = x.shape
+    n_ch = x.shape[1]
     n_ring = before + after + 2
-    n_blocks = (n_pos + block - 1) // block
     for task in range(start, stop):
-        n = task // n_blocks
-        p0 = (task % n_blocks) * block
-        p1 = min(p0 + block, n_pos)
+        n, p0, p1 = _task_block(task, block, x.shape[2])
         m = p1 - p0
-        hi = np.zeros(m, np.float64)
-        lo = np.zeros(m, np.float64)
+        hi, lo = np.zeros(m, np.float64), np.zeros(m, np.float64)
         ring_t = np.empty((n_ring, m), x.dtype)
         ring_den = np.empty((n_ring, m), x.dtype)
         for j in range(n_ch + before):  # j: the channel entering the mirrored window of i = j - before

@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import get_array_module
 from .dispatch import check_dtype, cpu_helper, cpu_kernel, fastest, run
 from .im2col import _slices, padded, window_view
-from .shapes import IntPair, window_geometry
+from .shapes import IntPair, Shape4, window_geometry
 
 ARGMAX_DTYPE = np.dtype(np.int32)
 
@@ -98,13 +98,7 @@ def _first_real_offset(xp: Any, n_out: int, stride: int, pad: int, kernel: int, 
 
 
 def max_pool2d_backward_generic(
-    dout: Any,
-    argmax: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: IntPair | None = None,
-    padding: IntPair = 0,
+    dout: Any, argmax: Any, x_shape: Shape4, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
 ) -> Any:
     """Max-pool gradient with xp calls only: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W).
 
@@ -140,30 +134,18 @@ def max_pool2d_forward_numba(
     """
     sh, sw, ph, pw, oh, ow = window_geometry(x.shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     check_dtype(x)
-    n, c, height, width = x.shape
+    n, c = x.shape[:2]
     x = np.ascontiguousarray(x)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=ARGMAX_DTYPE)
-    run(
-        max_pool_forward_kernel,
-        x.reshape(n * c, height, width),
-        out.reshape(n * c, oh, ow),
-        argmax.reshape(n * c, oh, ow),
-        kh,
-        kw,
-        sh,
-        sw,
-        ph,
-        pw,
-        over=n * c,
-    )
+    run(max_pool_forward_kernel, *_planes(x, out, argmax), kh, kw, sh, sw, ph, pw, over=n * c)
     return out, argmax
 
 
 def max_pool2d_backward_numba(
     dout: np.ndarray,
     argmax: np.ndarray,
-    x_shape: tuple[int, int, int, int],
+    x_shape: Shape4,
     kh: int,
     kw: int,
     stride: IntPair | None = None,
@@ -176,23 +158,17 @@ def max_pool2d_backward_numba(
     sh, sw, ph, pw, oh, ow = window_geometry(x_shape, kh, kw, _stride_or_kernel(stride, kh, kw), padding)
     _check_backward_shapes(dout, argmax, x_shape, oh, ow)
     check_dtype(dout)
-    n, c, height, width = x_shape
+    n, c = x_shape[:2]
     dout = np.ascontiguousarray(dout)
     argmax = np.ascontiguousarray(argmax, dtype=ARGMAX_DTYPE)  # one compiled signature per dout dtype
-    dx = np.zeros((n, c, height, width), dtype=dout.dtype)
-    run(
-        max_pool_backward_kernel,
-        dout.reshape(n * c, oh, ow),
-        argmax.reshape(n * c, oh, ow),
-        dx.reshape(n * c, height, width),
-        kw,
-        sh,
-        sw,
-        ph,
-        pw,
-        over=n * c,
-    )
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    run(max_pool_backward_kernel, *_planes(dout, argmax, dx), kw, sh, sw, ph, pw, over=n * c)
     return dx
+
+
+def _planes(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Each C-contiguous (N, C, A, B) array as the (N*C, A, B) stack of its planes that the kernels loop over."""
+    return [a.reshape(-1, *a.shape[2:]) for a in arrays]
 
 
 @cpu_kernel("max_pool2d")
@@ -295,13 +271,7 @@ def max_pool2d_forward(
 
 
 def max_pool2d_backward(
-    dout: Any,
-    argmax: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: IntPair | None = None,
-    padding: IntPair = 0,
+    dout: Any, argmax: Any, x_shape: Shape4, kh: int, kw: int, stride: IntPair | None = None, padding: IntPair = 0
 ) -> Any:
     """Gradient of max pooling: dout and argmax (N, C, OH, OW) -> dx (N, C, H, W), dout's dtype.
 

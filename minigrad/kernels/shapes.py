@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 
 IntPair = int | tuple[int, int]
+Shape4 = tuple[int, int, int, int]  # (N, C, H, W)
 
 
 def pair(value: IntPair, name: str) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from minigrad.backend import get_array_module
+from minigrad.kernels.shapes import Shape4
 
 from ._common import check_floating, check_shape, contiguous, element_of_thread4, kernel, launch, window_reading
 from ._common import window_geometry as _geometry
@@ -37,15 +38,7 @@ def col2im_kernel(cols, dx, zero, sh, sw, ph, pw):  # pragma: no cover (compiled
     dx[n, c, h, w] = total
 
 
-def col2im_gpu(
-    cols: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: Any = 1,
-    padding: Any = 0,
-    out: Any = None,
-) -> Any:
+def col2im_gpu(cols: Any, x_shape: Shape4, kh: int, kw: int, stride: Any = 1, padding: Any = 0, out: Any = None) -> Any:
     """The adjoint of im2col as one GPU kernel: cols (C, KH, KW, N, OH, OW) -> dx of shape x_shape, cols' dtype.
 
     The twin of `col2im_generic`: overlapping windows add up, entries that came from the padding are

@@ -61,9 +61,8 @@ def lrn_forward_kernel(x, y, scale, before, after, alpha, k, beta, mode, zero): 
     n, i, p = element_of_thread3(x.shape)
     if n >= x.shape[0]:
         return
-    n_ch = x.shape[1]
     total = zero
-    for j in range(max(0, i - before), min(n_ch, i + after + 1)):
+    for j in range(max(0, i - before), min(x.shape[1], i + after + 1)):
         v = zero + x[n, j, p]  # widened before squaring: a float16 square overflows above 256
         total += v * v
     scale[n, i, p] = k + alpha * total
@@ -77,9 +76,8 @@ def lrn_backward_kernel(grad, x, scale, dx, before, after, coef, beta, mode, zer
     n, i, p = element_of_thread3(x.shape)
     if n >= x.shape[0]:
         return
-    n_ch = x.shape[1]
     total = zero
-    for j in range(max(0, i - after), min(n_ch, i + before + 1)):
+    for j in range(max(0, i - after), min(x.shape[1], i + before + 1)):
         s = zero + scale[n, j, p]
         total += (zero + grad[n, j, p]) * x[n, j, p] / (s * _power(s, beta, mode))
     s = zero + scale[n, i, p]

@@ -18,6 +18,7 @@ from typing import Any
 
 from minigrad.backend import get_array_module
 from minigrad.kernels import ARGMAX_DTYPE
+from minigrad.kernels.shapes import Shape4
 
 from ._common import (
     check_floating,
@@ -99,13 +100,7 @@ def max_pool2d_forward_gpu(x: Any, kh: int, kw: int, stride: Any = None, padding
 
 
 def max_pool2d_backward_gpu(
-    dout: Any,
-    argmax: Any,
-    x_shape: tuple[int, int, int, int],
-    kh: int,
-    kw: int,
-    stride: Any = None,
-    padding: Any = 0,
+    dout: Any, argmax: Any, x_shape: Shape4, kh: int, kw: int, stride: Any = None, padding: Any = 0
 ) -> Any:
     """Max-pool gradient as one GPU gather kernel: dout, argmax (N, C, OH, OW) -> dx (N, C, H, W), dout's dtype.
 
