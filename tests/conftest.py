@@ -61,6 +61,12 @@ def backend_setup(request: pytest.FixtureRequest) -> Iterator[tuple[ModuleType, 
         yield setup
 
 
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> type:
+    """The float dtype under test: float32 (minigrad's default) and float64 (where gradients are checked)."""
+    return request.param
+
+
 @pytest.fixture
 def xp(backend_setup: tuple[ModuleType, str]) -> ModuleType:
     """The array module: numpy, the strict CuPy stand-in, or cupy."""

@@ -29,7 +29,6 @@ from conftest import break_numba_kernel, spy_on, use_backend  # the same backend
 from minigrad import kernels as K
 from minigrad.backend import to_numpy
 
-DTYPES = [np.float32, np.float64]
 SUM_TOL = {np.float32: {"rtol": 1e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "atol": 1e-12}}
 
 needs_numba = pytest.mark.skipif(not K.numba_available(), reason="Numba is not usable here")
@@ -63,11 +62,6 @@ case_ids = list(CASES)
 @pytest.fixture(params=case_ids)
 def case(request):
     return CASES[request.param]
-
-
-@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
-def dtype(request):
-    return request.param
 
 
 # ----------------------------------------------------------------------------- naive references

@@ -48,11 +48,6 @@ SETTINGS = {
 CHANNELS = [1, 3, 8]  # 1 and 3: smaller than most windows
 
 
-@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 # ----------------------------------------------------------------------------- the plain-loop reference
 
 

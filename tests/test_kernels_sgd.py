@@ -16,14 +16,8 @@ from conftest import break_numba_kernel, spy_on, to_host
 
 from minigrad import kernels as K
 
-DTYPES = [np.float32, np.float64]
 MOMENTUM, DECAY, LR = 0.9, 0.01 * 5e-4, 0.01
 needs_numba = pytest.mark.skipif(not K.numba_available(), reason="Numba is not usable here")
-
-
-@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
-def dtype(request):
-    return request.param
 
 
 def arrays(size, dtype, seed=0):

@@ -33,11 +33,6 @@ TOL = {
 }
 
 
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 def host(shape, seed=0, low=None, high=None):
     """Seeded float64 host data: standard normal, or uniform in [low, high)."""
     gen = np.random.default_rng(seed)
@@ -58,6 +53,17 @@ def assert_matches(got, expected, dtype):
     got_host = to_host(got.data)
     assert got_host.shape == np.shape(expected)
     np.testing.assert_allclose(got_host, expected, **TOL[dtype])
+
+
+def assert_op_and_gradient_match(op, loops, x_host, device, dtype, seed):
+    """op(x) and the gradient of sum(op(x) * upstream) against loops(x, upstream) -> (y, dx), in dtype."""
+    x = leaf(x_host, device, dtype)
+    y = op(x)
+    upstream = host(y.shape, seed)
+    y_ref, dx_ref = loops(as_ref(x_host, dtype), as_ref(upstream, dtype))
+    assert_matches(y, y_ref, dtype)
+    y.backward(mg.tensor(upstream.astype(dtype), device=device))
+    assert_matches(x.grad, dx_ref, dtype)
 
 
 def out_size(size, kernel, stride, pad):
@@ -391,14 +397,14 @@ def pool_input(shape, kind):
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_max_pool2d_and_its_gradient_match_the_loops(case, values, device, dtype):
     x_shape, kernel, stride, padding = POOL_CASES[case]
-    x_host = pool_input(x_shape, values)
-    x = leaf(x_host, device, dtype)
-    y = F.max_pool2d(x, kernel, stride, padding)
-    upstream = host(y.shape, 7)
-    y_ref, dx_ref = max_pool_loops(as_ref(x_host, dtype), kernel, stride, padding, as_ref(upstream, dtype))
-    assert_matches(y, y_ref, dtype)
-    y.backward(mg.tensor(upstream.astype(dtype), device=device))
-    assert_matches(x.grad, dx_ref, dtype)
+    assert_op_and_gradient_match(
+        lambda x: F.max_pool2d(x, kernel, stride, padding),
+        lambda x, upstream: max_pool_loops(x, kernel, stride, padding, upstream),
+        pool_input(x_shape, values),
+        device,
+        dtype,
+        seed=7,
+    )
 
 
 def test_max_pool2d_ties_send_the_gradient_to_the_first_maximum(device):
@@ -461,14 +467,14 @@ AVG_CASES = {
 @pytest.mark.parametrize("case", list(AVG_CASES))
 def test_avg_pool2d_and_its_gradient_match_the_loops(case, device, dtype):
     x_shape, kernel, stride, padding = AVG_CASES[case]
-    x_host = host(x_shape, 9)
-    x = leaf(x_host, device, dtype)
-    y = F.avg_pool2d(x, kernel, stride, padding)
-    upstream = host(y.shape, 10)
-    y_ref, dx_ref = avg_pool_loops(as_ref(x_host, dtype), kernel, stride, padding, as_ref(upstream, dtype))
-    assert_matches(y, y_ref, dtype)
-    y.backward(mg.tensor(upstream.astype(dtype), device=device))
-    assert_matches(x.grad, dx_ref, dtype)
+    assert_op_and_gradient_match(
+        lambda x: F.avg_pool2d(x, kernel, stride, padding),
+        lambda x, upstream: avg_pool_loops(x, kernel, stride, padding, upstream),
+        host(x_shape, 9),
+        device,
+        dtype,
+        seed=10,
+    )
 
 
 def adaptive_avg_pool_loops(x, output_size, upstream):
@@ -502,14 +508,14 @@ ADAPTIVE_CASES = {
 @pytest.mark.parametrize("case", list(ADAPTIVE_CASES))
 def test_adaptive_avg_pool2d_and_its_gradient_match_the_loops(case, device, dtype):
     x_shape, output_size = ADAPTIVE_CASES[case]
-    x_host = host(x_shape, 11)
-    x = leaf(x_host, device, dtype)
-    y = F.adaptive_avg_pool2d(x, output_size)
-    upstream = host(y.shape, 12)
-    y_ref, dx_ref = adaptive_avg_pool_loops(as_ref(x_host, dtype), output_size, as_ref(upstream, dtype))
-    assert_matches(y, y_ref, dtype)
-    y.backward(mg.tensor(upstream.astype(dtype), device=device))
-    assert_matches(x.grad, dx_ref, dtype)
+    assert_op_and_gradient_match(
+        lambda x: F.adaptive_avg_pool2d(x, output_size),
+        lambda x, upstream: adaptive_avg_pool_loops(x, output_size, upstream),
+        host(x_shape, 11),
+        device,
+        dtype,
+        seed=12,
+    )
 
 
 # ----------------------------------------------------------------------------- local response normalisation

@@ -23,11 +23,6 @@ TOL = {
 }
 
 
-@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 def host(shape, seed=0, dtype=np.float64, low=None, high=None):
     """Seeded host data: standard normal, or uniform in [low, high)."""
     gen = np.random.default_rng(seed)
