@@ -219,15 +219,20 @@ def _default_title(metrics: list[dict], epochs: list[float]) -> str:
     return title
 
 
-def _draw_loss_panel(ax: Any, metrics: list[dict], epochs: list[float]) -> None:
-    drew = _plot_series(ax, *_series(metrics, "train_loss", epochs), color=_TRAIN_COLOUR, label="train")
-    drew |= _plot_series(ax, *_series(metrics, "val_loss", epochs), color=_VAL_COLOUR, label="validation")
-    ax.set_title("loss")
-    ax.set_ylabel("cross-entropy")
+def _label_panel(ax: Any, title: str, ylabel: str, drew: bool) -> None:
+    """Title and y label; a legend if any curve was drawn, else the no-data note."""
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
     if drew:
         ax.legend(fontsize=8)
     else:
         _no_data(ax)
+
+
+def _draw_loss_panel(ax: Any, metrics: list[dict], epochs: list[float]) -> None:
+    drew = _plot_series(ax, *_series(metrics, "train_loss", epochs), color=_TRAIN_COLOUR, label="train")
+    drew |= _plot_series(ax, *_series(metrics, "val_loss", epochs), color=_VAL_COLOUR, label="validation")
+    _label_panel(ax, "loss", "cross-entropy", drew)
 
 
 _ERROR_STYLES = {
@@ -246,12 +251,7 @@ def _draw_error_panel(ax: Any, metrics: list[dict], epochs: list[float], as_frac
     drew = False
     for key, (xs, ys) in errors.items():
         drew |= _plot_series(ax, xs, [y * scale for y in ys], **_ERROR_STYLES[key])
-    ax.set_title("error")
-    ax.set_ylabel("error (%)")
-    if drew:
-        ax.legend(fontsize=8)
-    else:
-        _no_data(ax)
+    _label_panel(ax, "error", "error (%)", drew)
 
 
 def _draw_lr_panel(ax: Any, points: list[tuple[float, float]], drops: list[tuple[float, float]]) -> None:

@@ -360,22 +360,20 @@ def topological_order(root: Tensor) -> list[Tensor]:
 _grad_enabled = True
 
 
-@contextlib.contextmanager
-def no_grad() -> Iterator[None]:
+def no_grad() -> contextlib.AbstractContextManager[None]:
     """Inside this block no graph is recorded (evaluation, optimizer steps)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+    return _recording(False)
+
+
+def enable_grad() -> contextlib.AbstractContextManager[None]:
+    """Record the graph again inside a `no_grad` block."""
+    return _recording(True)
 
 
 @contextlib.contextmanager
-def enable_grad() -> Iterator[None]:
-    """Record the graph again inside a `no_grad` block."""
+def _recording(enabled: bool) -> Iterator[None]:
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
+    previous, _grad_enabled = _grad_enabled, enabled
     try:
         yield
     finally:
