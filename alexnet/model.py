@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -265,36 +266,16 @@ class AlexNet(nn.Module):
         return h
 
 
-def build_model(
-    name: str = "alexnet-tiny",
-    *,
-    lrn: bool | None = None,
-    groups: int | None = None,
-    overlap: bool | None = None,
-    width: float | None = None,
-    num_classes: int | None = None,
-    init: str | None = None,
-    activation: str | None = None,
-    dropout: float | None = None,
-) -> AlexNet:
-    """Build a named model ('alexnet', 'alexnet-small', 'alexnet-tiny') with optional ablation switches.
+def build_model(name: str = "alexnet-tiny", **switches: Any) -> AlexNet:
+    """Build a named model ('alexnet', 'alexnet-small', 'alexnet-tiny'), with the paper's switches changed.
 
-    None keeps the model's own setting; `activation` is "relu" (the paper's) or "tanh"; `dropout` is the
-    probability of fc6's and fc7's dropout (the paper's 0.5).
+    `switches` are the keywords of `AlexNetConfig.with_options`: lrn, groups, overlap, width, num_classes,
+    init, activation ("relu", the paper's, or "tanh") and dropout (fc6's and fc7's, the paper's 0.5); None
+    keeps the model's own setting. Example: `build_model("alexnet-tiny", lrn=False, groups=1)`.
     """
     if name not in CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(CONFIGS)}")
-    cfg = CONFIGS[name].with_options(
-        lrn=lrn,
-        groups=groups,
-        overlap=overlap,
-        width=width,
-        num_classes=num_classes,
-        init=init,
-        activation=activation,
-        dropout=dropout,
-    )
-    return AlexNet(cfg)
+    return AlexNet(CONFIGS[name].with_options(**switches))
 
 
 def model_from_config(config: dict) -> AlexNet:
