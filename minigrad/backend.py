@@ -144,6 +144,9 @@ class Device:
         return hash((self.kind, self.index))
 
 
+_CPU = Device("cpu")  # device_of hands out this one object: ops ask it for every input
+
+
 def is_gpu_array(array: Any) -> bool:
     module = _loaded_gpu_module()
     return module is not None and isinstance(array, module.ndarray)
@@ -164,7 +167,7 @@ def device_of(array: Any) -> Device:
     if is_gpu_array(array):
         dev = getattr(array, "device", None)
         return Device(f"cuda:{getattr(dev, 'id', 0)}")
-    return Device("cpu")
+    return _CPU
 
 
 def to_device(array: Any, device: str | Device) -> Any:
